@@ -1,0 +1,3 @@
+from taskgate.cli.main import main
+
+main()

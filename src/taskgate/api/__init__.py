@@ -1,0 +1,1 @@
+"""The HTTP API: routes, presenters, auth, errors. The only package that imports FastAPI."""

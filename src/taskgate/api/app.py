@@ -1,0 +1,69 @@
+"""The FastAPI application, built around the services the composition root made."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
+
+from taskgate import __version__
+from taskgate.api import errors
+from taskgate.api.middleware import Edge
+from taskgate.api.routes import ops, tasks, workflows
+from taskgate.composition import Services
+
+log = logging.getLogger(__name__)
+
+# How often the API writes the last_used_at of the keys it saw.
+KEY_USE_FLUSH_SECONDS = 5.0
+
+
+def create_app(services: Services, *, base_url: str = "", access_log: bool = True) -> ASGIApp:
+    """The ASGI application: FastAPI wrapped in the request-id and body-limit edge."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_key_use(services))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await services.accounts.flush_key_use()
+
+    app = FastAPI(
+        title="taskgate",
+        version=__version__,
+        description="A self-hosted asynchronous task API for generative media.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.base_url = base_url.rstrip("/")
+    errors.install(app)
+    app.include_router(workflows.router)
+    app.include_router(tasks.router)
+    app.include_router(ops.router)
+    if services.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=services.settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+    return Edge(app, max_body_bytes=services.settings.max_body_bytes, access_log=access_log)
+
+
+async def _flush_key_use(services: Services) -> None:
+    while True:
+        await asyncio.sleep(KEY_USE_FLUSH_SECONDS)
+        try:
+            await services.accounts.flush_key_use()
+        except Exception:
+            log.exception("could not record key use")

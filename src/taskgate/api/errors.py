@@ -1,0 +1,106 @@
+"""The one boundary where errors become the JSON error shape.
+
+``{"error": {"code", "message", "param"?, "details"?, "request_id"}}``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from taskgate.api.context import request_id
+from taskgate.core.errors import TaskgateError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_param",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if param is not None:
+        body["param"] = param
+    if details is not None:
+        body["details"] = details
+    body["request_id"] = request_id.get()
+    return Response(
+        content=json.dumps({"error": body}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in parts)
+
+
+async def _taskgate_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TaskgateError)
+    if exc.status >= 500:
+        log.error("%s: %s", exc.code, exc.message, exc_info=exc.__cause__ or exc)
+    return error_response(exc.status, exc.code, exc.message, param=exc.param, details=exc.details)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            return error_response(400, "invalid_json", "The request body is not valid JSON.")
+    first = errors[0] if errors else {"loc": (), "msg": "Invalid request."}
+    loc = tuple(first.get("loc", ()))
+    where = loc[0] if loc else "body"
+    param = _loc(loc[1:]) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    # A well-formed request whose body holds an unacceptable value is a 422; a bad
+    # query, path or header parameter is a 400.
+    status = 422 if where == "body" else 400
+    return error_response(status, "invalid_param", message, param=param)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else "Error."
+    if exc.status_code == 404:
+        message = "No such route."
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+async def _unhandled(_request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(TaskgateError, _taskgate_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,124 @@
+"""The outermost ASGI layer: request ids, the JSON body limit, metrics, access log.
+
+It wraps the whole FastAPI application (outside Starlette's error middleware), so
+that every response, a 500 included, carries ``X-Request-Id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskgate.api.context import request_id
+from taskgate.api.errors import error_response
+from taskgate.core.errors import PayloadTooLarge
+from taskgate.core.ids import new_id
+from taskgate.metrics import HTTP_LATENCY
+
+log = logging.getLogger("taskgate.access")
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, access_log: bool = True) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope)
+        token = request_id.set(rid)
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                MutableHeaders(scope=message).append("X-Request-Id", rid)
+            await send(message)
+
+        try:
+            limited = self._limit(scope, receive)
+            if limited is None:
+                await error_response(413, "body_too_large", self._too_large_message())(
+                    scope, receive, send_with_id
+                )
+                return
+            await self.app(scope, limited, send_with_id)
+        except Exception:
+            if not started:
+                raise
+            # Starlette's error middleware re-raises after sending its 500.
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
+            if self.access_log:
+                log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+            request_id.reset(token)
+
+    def _too_large_message(self) -> str:
+        return f"The request body is larger than {self.max_body_bytes} bytes."
+
+    def _limit(self, scope: Scope, receive: Receive) -> Receive | None:
+        """The receive channel, counting bytes; None if Content-Length is already too big.
+
+        Multipart uploads are exempt: their routes enforce their own limit while
+        streaming.
+        """
+        content_type = b""
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        if content_type.startswith(b"multipart/"):
+            return receive
+        if not content_type.startswith(b"application/json") and scope["method"] in _WITH_BODY:
+            # The API takes JSON or multipart only: read any other body as JSON, so a
+            # client that forgot the header gets invalid_json, not a confusing 422.
+            scope["headers"] = [
+                (name, value) for name, value in scope["headers"] if name != b"content-type"
+            ] + [(b"content-type", b"application/json")]
+        if length is not None and length > self.max_body_bytes:
+            return None
+        limit = self.max_body_bytes
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(self._too_large_message())
+            return message
+
+        return counting
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _VALID_REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return new_id("req")

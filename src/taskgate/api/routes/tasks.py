@@ -1,0 +1,170 @@
+"""``/v1/tasks``: submit, read, list, query, cancel, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from taskgate.api.deps import Auth, BaseUrl, ServicesDep
+from taskgate.api.presenters import task_object
+from taskgate.api.responses import ERROR_RESPONSES, json_response, task_response
+from taskgate.core.clock import now_us, parse_iso
+from taskgate.core.errors import InvalidParam
+from taskgate.metrics import TASKS_SUBMITTED
+from taskgate.payloads import ListObject, TaskObject, TaskQuery, TaskSubmit, WorkflowSubmit
+
+router = APIRouter(prefix="/v1", tags=["tasks"], responses=ERROR_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes a retried submission return the original task (same as out_task_id).",
+    ),
+]
+
+
+async def _submit(
+    services: ServicesDep,
+    principal: Auth,
+    base_url: str,
+    workflow: str,
+    body: WorkflowSubmit,
+    idempotency_key: str | None,
+) -> Response:
+    view, created = await services.tasks.submit(
+        principal.account_id, workflow, body, idempotency_key
+    )
+    if created:
+        TASKS_SUBMITTED.labels(view.task.workflow).inc()
+    return task_response(view, base_url, 201 if created else 200)
+
+
+@router.post(
+    "/tasks",
+    status_code=201,
+    response_model=TaskObject,
+    operation_id="create_task",
+    responses={200: {"description": "The task an idempotency key already created"}},
+)
+async def create_task(
+    body: TaskSubmit,
+    services: ServicesDep,
+    principal: Auth,
+    base_url: BaseUrl,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Submit a task to a workflow."""
+    return await _submit(services, principal, base_url, body.workflow, body, idempotency_key)
+
+
+@router.post(
+    "/workflows/{name}/tasks",
+    status_code=201,
+    response_model=TaskObject,
+    operation_id="create_workflow_task",
+    tags=["workflows"],
+)
+async def create_workflow_task(
+    name: str,
+    body: WorkflowSubmit,
+    services: ServicesDep,
+    principal: Auth,
+    base_url: BaseUrl,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Submit a task to the workflow named in the path."""
+    return await _submit(services, principal, base_url, name, body, idempotency_key)
+
+
+@router.get("/tasks", response_model=ListObject, operation_id="list_tasks")
+async def list_tasks(
+    request: Request,
+    services: ServicesDep,
+    principal: Auth,
+    base_url: BaseUrl,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+    status: Annotated[str | None, Query(description="Comma-separated statuses.")] = None,
+    workflow: str | None = None,
+    created_after: Annotated[str | None, Query(description="ISO 8601 time.")] = None,
+    created_before: Annotated[str | None, Query(description="ISO 8601 time.")] = None,
+) -> Response:
+    """List the account's tasks, newest first. Filter on metadata with
+    ``metadata[key]=value``."""
+    metadata = {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.multi_items()
+        if key.startswith("metadata[") and key.endswith("]") and len(key) > len("metadata[]")
+    }
+    views, more, next_cursor = await services.tasks.list(
+        principal.account_id,
+        limit=limit,
+        cursor=cursor,
+        statuses=[s.strip() for s in status.split(",") if s.strip()] if status else None,
+        workflow=workflow,
+        created_after=_time(created_after, "created_after"),
+        created_before=_time(created_before, "created_before"),
+        metadata=metadata or None,
+    )
+    now = now_us()
+    return json_response(
+        {
+            "object": "list",
+            "data": [task_object(view, base_url, now) for view in views],
+            "has_more": more,
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+def _time(value: str | None, param: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError as exc:
+        raise InvalidParam(f"{param} is not an ISO 8601 time: {value!r}", param=param) from exc
+
+
+@router.post("/tasks/query", response_model=TaskObject, operation_id="query_task")
+async def query_task(
+    body: TaskQuery, services: ServicesDep, principal: Auth, base_url: BaseUrl
+) -> Response:
+    """Find a task by ``task_id`` or by ``out_task_id`` (exactly one)."""
+    view = await services.tasks.query(principal.account_id, body.task_id, body.out_task_id)
+    return task_response(view, base_url)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskObject, operation_id="get_task")
+async def get_task(
+    task_id: str, services: ServicesDep, principal: Auth, base_url: BaseUrl
+) -> Response:
+    """A task as it stands. ``Retry-After`` suggests when to poll again."""
+    view = await services.tasks.get(principal.account_id, task_id)
+    return task_response(view, base_url)
+
+
+@router.post(
+    "/tasks/{task_id}/cancel",
+    response_model=TaskObject,
+    operation_id="cancel_task",
+    responses={202: {"description": "Cancellation requested; the task is still running"}},
+)
+async def cancel_task(
+    task_id: str, services: ServicesDep, principal: Auth, base_url: BaseUrl
+) -> Response:
+    """Cancel a task: at once when queued (200); a running task is asked to stop (202)
+    and ends cancelled within the grace period."""
+    view = await services.tasks.cancel(principal.account_id, task_id)
+    status = 202 if view.task.status.value == "running" else 200
+    return task_response(view, base_url, status)
+
+
+@router.delete("/tasks/{task_id}", operation_id="delete_task")
+async def delete_task(task_id: str, services: ServicesDep, principal: Auth) -> Response:
+    """Purge a completed, failed or cancelled task and its events."""
+    await services.tasks.delete(principal.account_id, task_id)
+    return json_response({"id": task_id, "object": "task", "deleted": True})

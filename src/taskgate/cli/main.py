@@ -1,0 +1,206 @@
+"""``taskgate``: run the server and workers, manage accounts and keys.
+
+Every command honours ``--data-dir`` (or ``TASKGATE_DATA_DIR``) and the other
+``TASKGATE_…`` settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taskgate.core.clock import iso
+from taskgate.core.errors import TaskgateError
+from taskgate.settings import Settings
+
+app = typer.Typer(help="taskgate: a self-hosted asynchronous task API.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data directory (default: TASKGATE_DATA_DIR or ./taskgate-data)."
+    ),
+]
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    values = {key: value for key, value in overrides.items() if value is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+def _fail(exc: TaskgateError) -> None:
+    err.print(f"[red]error:[/red] {exc.message} ({exc.code})")
+    raise typer.Exit(1)
+
+
+def _multiprocess_metrics(settings: Settings) -> None:
+    """Point prometheus_client at a shared directory before anything imports it, so
+    that worker processes' metrics reach the API's /metrics."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str((settings.run_dir / "metrics").resolve())
+    from taskgate.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker slots to run (default TASKGATE_WORKERS).")
+    ] = None,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only.")] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Run the API and worker slots (SQLite and local files by default)."""
+    settings = _settings(data_dir)
+    _multiprocess_metrics(settings)
+    from taskgate.server import serve as run
+
+    slots = 0 if no_workers else (workers if workers is not None else settings.workers)
+    try:
+        run(
+            settings, host=host, port=port, workers=slots, access_log=access_log, announce=out.print
+        )
+    except TaskgateError as exc:
+        _fail(exc)
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker slots to run (default TASKGATE_WORKERS).")
+    ] = None,
+) -> None:
+    """Run worker slots only, against the same data as the server."""
+    settings = _settings(data_dir)
+    _multiprocess_metrics(settings)
+    from taskgate.worker.main import run_worker
+
+    run_worker(settings, workers if workers is not None else settings.workers)
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply pending database migrations."""
+    from taskgate.store import migrate as migrations
+    from taskgate.store.db import Database
+
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, pool_size=1)
+    try:
+        migrations.upgrade(db)
+        out.print(f"Database at revision {migrations.current_revision(db)}.")
+    finally:
+        db.close()
+
+
+def _services(data_dir: Path | None) -> Any:
+    from taskgate.composition import build
+    from taskgate.store import migrate as migrations
+
+    settings = _settings(data_dir)
+    services = build(settings)
+    if not migrations.is_up_to_date(services.db):
+        if services.db.is_sqlite:
+            migrations.upgrade(services.db)
+        else:
+            services.close()
+            err.print("error: the database schema is out of date: run `taskgate migrate`.")
+            raise typer.Exit(1)
+    return services
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    data_dir: DataDir = None,
+    credits: Annotated[
+        str | None, typer.Option(help="Credits to grant (decimals allowed).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Tasks that may run at once.")] = 4,
+) -> None:
+    """Create an account and print its id."""
+    services = _services(data_dir)
+    try:
+        account = services.accounts.create_account(name, credits=credits, concurrency=concurrency)
+        out.print(account.id)
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+
+
+@keys_app.command("create")
+def keys_create(account: str, data_dir: DataDir = None) -> None:
+    """Create an API key for ACCOUNT (name or acct_ id) and print it, once."""
+    services = _services(data_dir)
+    try:
+        key, plaintext = services.accounts.create_key(account)
+        err.print(f"Key {key.id} ({key.prefix}…). It is shown only this once:")
+        out.print(plaintext)
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+
+
+@keys_app.command("list")
+def keys_list(account: str, data_dir: DataDir = None) -> None:
+    """List the keys of ACCOUNT."""
+    services = _services(data_dir)
+    try:
+        keys = services.accounts.list_keys(account)
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    table = Table("id", "prefix", "created", "last used", "revoked")
+    for key in keys:
+        table.add_row(
+            key.id,
+            key.prefix + "…",
+            iso(key.created_at),
+            iso(key.last_used_at) or "never",
+            iso(key.revoked_at) or "",
+        )
+    Console(width=200).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str, data_dir: DataDir = None) -> None:
+    """Revoke KEY (its id or its prefix)."""
+    services = _services(data_dir)
+    try:
+        revoked = services.accounts.revoke_key(key)
+        out.print(f"Revoked {revoked.id}.")
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+
+
+def main() -> None:
+    app(prog_name="taskgate")
+
+
+if __name__ == "__main__":
+    main()

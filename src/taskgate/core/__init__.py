@@ -1,0 +1,1 @@
+"""The domain core: states, ids, errors, time and money. No I/O."""

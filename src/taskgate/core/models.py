@@ -1,0 +1,103 @@
+"""Records the services pass around: plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from taskgate.core.states import TaskStatus
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    account_id: str
+    workflow: str
+    workflow_version: str
+    queue: str
+    status: TaskStatus
+    priority: int
+    input: dict[str, Any]
+    metadata: dict[str, str]
+    out_task_id: str | None
+    request_hash: str
+    callback_url: str | None
+    callback_events: list[str] | None
+    progress_percent: float
+    progress_stage: str | None
+    progress_message: str | None
+    output: list[dict[str, Any]] | None
+    warnings: list[dict[str, Any]] | None
+    error: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    estimated_credits: int
+    expected_seconds: float
+    timeout_seconds: float
+    attempts: int
+    max_attempts: int
+    run_at: int
+    worker_id: str | None
+    lease_expires_at: int | None
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    completed_at: int | None
+    cancel_requested_at: int | None
+    event_seq: int
+
+    @classmethod
+    def from_mapping(cls, row: Any) -> Task:
+        values = {name: row[name] for name in _TASK_FIELDS}
+        values["status"] = TaskStatus(values["status"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in _TASK_FIELDS}
+        data["status"] = str(self.status)
+        return data
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(Task))
+
+
+@dataclass(slots=True)
+class Event:
+    id: str
+    task_id: str
+    account_id: str
+    seq: int
+    type: str
+    created_at: int
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Account:
+    id: str
+    name: str
+    concurrency_limit: int
+    running: int
+    created_at: int
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str
+    account_id: str
+    prefix: str
+    created_at: int
+    last_used_at: int | None
+    revoked_at: int | None
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a cursor-paged list."""
+
+    items: list[Any]
+    has_more: bool
+    next_cursor: str | None = None

@@ -1,0 +1,176 @@
+"""Accounts and API keys: creation, authentication, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+
+from taskgate.core.clock import now_us
+from taskgate.core.errors import (
+    AccountNotFound,
+    Conflict,
+    InvalidInput,
+    KeyNotFound,
+    Unauthenticated,
+)
+from taskgate.core.ids import new_id
+from taskgate.core.models import Account, ApiKey
+from taskgate.core.money import parse_credits
+from taskgate.store import accounts as repo
+from taskgate.store.db import Conn, Database
+
+KEY_PREFIX = "tg_live_"
+_ALPHABET = string.ascii_letters + string.digits
+_RANDOM_CHARS = 32
+_CHECK_CHARS = 6
+# Characters of a key kept (in clear) to identify it in listings.
+_SHOWN_CHARS = len(KEY_PREFIX) + 8
+DEFAULT_CONCURRENCY = 4
+
+
+def _base62(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, digit = divmod(value, 62)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECK_CHARS)
+
+
+def generate_key() -> str:
+    """``tg_live_`` + 32 random base62 characters + a 6-character CRC32 checksum."""
+    body = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_CHARS))
+    return KEY_PREFIX + body + _checksum(body)
+
+
+def well_formed(key: str) -> bool:
+    """Whether a string can be a key; look-alikes are rejected without a query."""
+    if not key.startswith(KEY_PREFIX) or len(key) != len(KEY_PREFIX) + _RANDOM_CHARS + _CHECK_CHARS:
+        return False
+    body = key[len(KEY_PREFIX) : len(KEY_PREFIX) + _RANDOM_CHARS]
+    return key.endswith(_checksum(body))
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 190 random bits: one SHA-256 is enough, no slow hash needed.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an account, through one of its keys."""
+
+    account_id: str
+    key_id: str
+
+
+class AccountService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._key_use: dict[str, int] = {}
+
+    # -- accounts -------------------------------------------------------------
+
+    def create_account(
+        self, name: str, *, credits: str | None = None, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> Account:
+        name = name.strip()
+        if not name or len(name) > 100 or name.startswith("acct_"):
+            raise InvalidInput(
+                "An account name is 1–100 characters and does not start with acct_.", param="name"
+            )
+        if concurrency < 1:
+            raise InvalidInput("Concurrency must be at least 1.", param="concurrency")
+        try:
+            amount = parse_credits(credits) if credits is not None else 0
+        except ValueError as exc:
+            raise InvalidInput(str(exc), param="credits") from exc
+        if amount < 0:
+            raise InvalidInput("Credits cannot be negative.", param="credits")
+        now = now_us()
+        account = Account(
+            id=new_id("acct"), name=name, concurrency_limit=concurrency, running=0, created_at=now
+        )
+
+        def write(conn: Conn) -> None:
+            repo.create(conn, account)
+            if amount:
+                repo.grant(conn, account.id, amount, now, "initial credits")
+
+        self._db.write_sync(write)
+        return account
+
+    def find_account(self, id_or_name: str) -> Account:
+        account = self._db.read_sync(lambda conn: repo.find(conn, id_or_name))
+        if account is None:
+            raise AccountNotFound(f"No account {id_or_name!r}.")
+        return account
+
+    def ensure_default(self, initial_credits: str) -> str | None:
+        """On an empty database, create the ``default`` account and return its first
+        key (shown once); otherwise None."""
+        if self._db.read_sync(repo.count):
+            return None
+        try:
+            account = self.create_account("default", credits=initial_credits)
+        except Conflict:
+            return None  # another process won the race
+        return self.create_key(account.id)[1]
+
+    # -- keys -----------------------------------------------------------------
+
+    def create_key(self, account: str) -> tuple[ApiKey, str]:
+        """A new key for an account (name or id): its record and the key itself."""
+        owner = self.find_account(account)
+        plaintext = generate_key()
+        key = ApiKey(
+            id=new_id("key"),
+            account_id=owner.id,
+            prefix=plaintext[:_SHOWN_CHARS],
+            created_at=now_us(),
+            last_used_at=None,
+            revoked_at=None,
+        )
+        self._db.write_sync(lambda conn: repo.add_key(conn, key, hash_key(plaintext)))
+        return key, plaintext
+
+    def list_keys(self, account: str) -> list[ApiKey]:
+        owner = self.find_account(account)
+        return self._db.read_sync(lambda conn: repo.keys_of(conn, owner.id))
+
+    def revoke_key(self, id_or_prefix: str) -> ApiKey:
+        found = self._db.read_sync(lambda conn: repo.find_keys(conn, id_or_prefix))
+        if not found:
+            raise KeyNotFound(f"No key {id_or_prefix!r}.")
+        if len(found) > 1:
+            raise Conflict(
+                f"{id_or_prefix!r} matches several keys; use the key id.", code="ambiguous_key"
+            )
+        key = found[0]
+        self._db.write_sync(lambda conn: repo.revoke_key(conn, key.id, now_us()))
+        return self._db.read_sync(lambda conn: repo.find_keys(conn, key.id))[0]
+
+    # -- authentication --------------------------------------------------------
+
+    async def authenticate(self, key: str | None) -> Principal:
+        if key is None or not well_formed(key):
+            raise Unauthenticated("Missing or malformed API key.")
+        digest = hash_key(key)
+        found = await self._db.read(lambda conn: repo.key_by_hash(conn, digest))
+        if found is None or found.revoked_at is not None:
+            raise Unauthenticated("Invalid or revoked API key.")
+        self._key_use[found.id] = now_us()
+        return Principal(account_id=found.account_id, key_id=found.id)
+
+    async def flush_key_use(self) -> None:
+        """Write the ``last_used_at`` of keys used since the last flush."""
+        if not self._key_use:
+            return
+        used, self._key_use = list(self._key_use.items()), {}
+        await self._db.write(lambda conn: repo.touch_keys(conn, used))

@@ -1,0 +1,291 @@
+"""Tasks as clients see them: submit, read, list, cancel."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from taskgate.core.clock import MICROS, now_us
+from taskgate.core.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidParam,
+    TaskNotCancellable,
+    TaskNotFound,
+    TaskRunning,
+    WorkflowNotFound,
+)
+from taskgate.core.ids import new_id
+from taskgate.core.models import Task
+from taskgate.core.money import parse_credits
+from taskgate.core.states import TaskStatus
+from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit
+from taskgate.services.channel import WORKER, LocalChannel
+from taskgate.store import accounts as accounts_repo
+from taskgate.store import tasks as repo
+from taskgate.store.db import Conn, Database
+from taskgate.workflows.registry import Registry
+
+MAX_PAGE = 100
+
+
+@dataclass(slots=True)
+class TaskView:
+    """A task with what is derived when it is read: its place in the queue."""
+
+    task: Task
+    queue_position: int | None = None
+    estimated_seconds: float | None = None
+
+    def remaining_seconds(self, now: int) -> float | None:
+        """The expected time to completion, for polling hints; None once terminal."""
+        task = self.task
+        if task.terminal:
+            return None
+        if self.estimated_seconds is not None:
+            return self.estimated_seconds
+        started = task.started_at or now
+        return max(0.0, task.expected_seconds - (now - started) / MICROS)
+
+
+def check_idempotency_key(value: str, param: str) -> str:
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidParam(
+            f"An idempotency key is 1–{MAX_IDEMPOTENCY_KEY_CHARS} characters.", param=param
+        )
+    if not all(" " <= ch <= "~" for ch in value):
+        raise InvalidParam("An idempotency key holds printable ASCII characters only.", param=param)
+    return value
+
+
+def _request_hash(workflow: str, input_: dict[str, Any], req: WorkflowSubmit) -> str:
+    canonical = json.dumps(
+        {
+            "workflow": workflow,
+            "input": input_,
+            "metadata": req.metadata,
+            "priority": req.priority,
+            "callback_url": str(req.callback_url) if req.callback_url else None,
+            "callback_events": req.callback_events,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_cursor(task_id: str) -> str:
+    return base64.urlsafe_b64encode(task_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidParam("Not a cursor from this list.", param="cursor") from exc
+    if not value.startswith("task_"):
+        raise InvalidParam("Not a cursor from this list.", param="cursor")
+    return value
+
+
+class TaskService:
+    def __init__(self, db: Database, registry: Registry, channel: LocalChannel) -> None:
+        self._db = db
+        self._registry = registry
+        self._channel = channel
+
+    async def submit(
+        self, account_id: str, workflow_name: str, req: WorkflowSubmit, idempotency_key: str | None
+    ) -> tuple[TaskView, bool]:
+        """Create a task, or return the one an idempotency key already made.
+
+        Returns the task and whether it was created now.
+        """
+        wf = self._registry.get(workflow_name)
+        if wf is None:
+            raise WorkflowNotFound(workflow_name)
+        out_task_id = req.out_task_id
+        if out_task_id is not None:
+            check_idempotency_key(out_task_id, "out_task_id")
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key, "Idempotency-Key")
+            if out_task_id is not None and out_task_id != idempotency_key:
+                raise InvalidParam(
+                    "The Idempotency-Key header and out_task_id differ.", param="out_task_id"
+                )
+            out_task_id = idempotency_key
+        try:
+            value = wf.input.model_validate(req.input)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(part) for part in ("input", *first["loc"]))
+            raise InvalidInput(f"{loc}: {first['msg']}", param=loc) from exc
+        estimate = wf.estimate_for(value)
+        input_ = value.model_dump(mode="json")
+        now = now_us()
+        task = Task(
+            id=new_id("task"),
+            account_id=account_id,
+            workflow=wf.name,
+            workflow_version=wf.version,
+            queue=wf.queue,
+            status=TaskStatus.QUEUED,
+            priority=req.priority,
+            input=input_,
+            metadata=req.metadata,
+            out_task_id=out_task_id,
+            request_hash=_request_hash(wf.name, input_, req),
+            callback_url=str(req.callback_url) if req.callback_url else None,
+            callback_events=list(req.callback_events) if req.callback_events else None,
+            progress_percent=0.0,
+            progress_stage=None,
+            progress_message=None,
+            output=None,
+            warnings=None,
+            error=None,
+            usage=None,
+            estimated_credits=parse_credits(estimate.credits),
+            expected_seconds=float(estimate.seconds),
+            timeout_seconds=wf.timeout,
+            attempts=0,
+            max_attempts=wf.max_attempts,
+            run_at=now,
+            worker_id=None,
+            lease_expires_at=None,
+            created_at=now,
+            updated_at=now,
+            started_at=None,
+            completed_at=None,
+            cancel_requested_at=None,
+            event_seq=1,
+        )
+
+        def write(conn: Conn) -> tuple[Task, bool]:
+            if task.out_task_id is not None:
+                existing = repo.get_by_out_task_id(conn, account_id, task.out_task_id)
+                if existing is not None:
+                    return existing, False
+            return repo.insert(conn, task)
+
+        stored, created = await self._db.write(write)
+        if not created and stored.request_hash != task.request_hash:
+            raise IdempotencyConflict(
+                "This idempotency key was used for a different request.", param="out_task_id"
+            )
+        if created:
+            self._channel.publish(WORKER, b"t")
+        return await self._view(stored), created
+
+    async def get(self, account_id: str, task_id: str) -> TaskView:
+        task = await self._db.read(lambda conn: repo.get(conn, task_id, account_id))
+        if task is None:
+            raise TaskNotFound(task_id)
+        return await self._view(task)
+
+    async def query(
+        self, account_id: str, task_id: str | None, out_task_id: str | None
+    ) -> TaskView:
+        if (task_id is None) == (out_task_id is None):
+            raise InvalidParam("Give exactly one of task_id and out_task_id.", param="task_id")
+        if task_id is not None:
+            return await self.get(account_id, task_id)
+        assert out_task_id is not None
+        task = await self._db.read(
+            lambda conn: repo.get_by_out_task_id(conn, account_id, out_task_id)
+        )
+        if task is None:
+            raise TaskNotFound(out_task_id)
+        return await self._view(task)
+
+    async def list(
+        self,
+        account_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        statuses: list[str] | None = None,
+        workflow: str | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> tuple[list[TaskView], bool, str | None]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidParam(f"limit is 1–{MAX_PAGE}.", param="limit")
+        for status in statuses or []:
+            if status not in TaskStatus.__members__.values():
+                raise InvalidParam(f"Unknown status {status!r}.", param="status")
+        before = decode_cursor(cursor) if cursor else None
+        found, more = await self._db.read(
+            lambda conn: repo.list_page(
+                conn,
+                account_id,
+                limit=limit,
+                before_id=before,
+                statuses=statuses,
+                workflow=workflow,
+                created_after=created_after,
+                created_before=created_before,
+                metadata=metadata,
+            )
+        )
+        views = [await self._view(task) for task in found]
+        next_cursor = encode_cursor(found[-1].id) if more and found else None
+        return views, more, next_cursor
+
+    async def cancel(self, account_id: str, task_id: str) -> TaskView:
+        def write(conn: Conn) -> Task:
+            task = repo.get(conn, task_id, account_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            now = now_us()
+            if task.status is TaskStatus.QUEUED:
+                changed = repo.cancel_queued(conn, task_id, now)
+                assert changed is not None
+                return changed
+            if task.status is TaskStatus.RUNNING:
+                if task.cancel_requested_at is None:
+                    changed = repo.request_cancel(conn, task_id, now)
+                    assert changed is not None
+                    return changed
+                return task
+            if task.status is TaskStatus.CANCELLED:
+                return task
+            raise TaskNotCancellable(f"The task is {task.status} and cannot be cancelled.")
+
+        task = await self._db.write(write)
+        if task.status is TaskStatus.RUNNING:
+            self._channel.publish(WORKER, b"c" + task.id.encode())
+        return await self._view(task)
+
+    async def delete(self, account_id: str, task_id: str) -> None:
+        """Purge a terminal task and its events."""
+
+        def write(conn: Conn) -> None:
+            task = repo.get(conn, task_id, account_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if not task.terminal:
+                raise TaskRunning("Only a completed, failed or cancelled task can be deleted.")
+            repo.delete_terminal(conn, task_id)
+
+        await self._db.write(write)
+
+    async def _view(self, task: Task) -> TaskView:
+        if task.status is not TaskStatus.QUEUED:
+            return TaskView(task)
+
+        def read(conn: Conn) -> TaskView:
+            position, own_ahead = repo.queue_position(conn, task)
+            account = accounts_repo.get(conn, task.account_id)
+            slots = account.concurrency_limit if account else 1
+            # Tasks ahead in the account run ``slots`` at a time before this one.
+            waves = own_ahead // slots + 1
+            return TaskView(task, position, round(waves * task.expected_seconds, 3))
+
+        return await self._db.read(read)

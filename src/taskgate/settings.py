@@ -1,0 +1,95 @@
+"""The one typed settings object (environment ``TASKGATE_…`` or CLI flags).
+
+Built once at the edge (the CLI) and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKGATE_", extra="ignore")
+
+    data_dir: Path = Path("./taskgate-data")
+    database_url: str | None = None
+    db_pool_size: int = Field(default=5, ge=1)
+    workflows: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    secret_key: str | None = None
+    public_url: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    initial_credits: str = "1000"
+
+    rate_limit_reads: str = "60/minute"
+    rate_limit_writes: str = "600/minute"
+    rate_limit_storage_url: str = "memory://"
+
+    lease_seconds: float = Field(default=30.0, gt=0)
+    cancel_grace_seconds: float = Field(default=10.0, ge=0)
+    drain_seconds: float = Field(default=30.0, ge=0)
+    # How often an idle worker looks at the database when no wake-up arrives.
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # First retry delay; each further attempt doubles it (capped at 10 minutes).
+    retry_backoff_seconds: float = Field(default=5.0, ge=0)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    output_retention: timedelta = timedelta(days=7)
+    input_retention: timedelta = timedelta(hours=24)
+    task_retention: timedelta = timedelta(days=30)
+    link_ttl: timedelta | None = None
+
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 15.0
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    allow_private_urls: bool = False
+    admin_token: str | None = None
+
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @field_validator("workflows", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "taskgate.db"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets of the local wake-up channel (embedded mode)."""
+        return self.data_dir / "run"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch directories of running task attempts."""
+        return self.data_dir / "work"

@@ -1,0 +1,114 @@
+"""The database handle: engines, transactions, and how calls reach them.
+
+Every write runs in one transaction on the process's single writer thread
+(SQLite: ``BEGIN IMMEDIATE``, so a transaction never upgrades from read to write
+and meets ``SQLITE_BUSY`` halfway). Reads on SQLite run in a short deferred
+transaction on the caller's thread: WAL readers never wait for the writer, so an
+event loop may call them directly without stalling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+
+from taskgate.core.errors import Unavailable
+
+T = TypeVar("T")
+
+#: The connection type repositories take; services name it without importing SQLAlchemy.
+Conn = Connection
+
+
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver: SQLAlchemy's begin
+        # event below issues the BEGIN we want.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: commits survive a crash of any process; only a power loss may
+        # drop the last commits before a checkpoint.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """Engines for one database URL, with sync and async transaction helpers."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.removeprefix("sqlite:///")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
+            self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
+        else:
+            engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+            self.read_engine = engine
+            self.write_engine = engine
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskgate-writer")
+        self._readers: ThreadPoolExecutor | None = (
+            None
+            if self.is_sqlite
+            else ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="taskgate-reader")
+        )
+        self._closed = threading.Event()
+
+    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            with self.read_engine.begin() as conn:
+                return fn(conn)
+        except OperationalError as exc:
+            raise Unavailable("The database is unavailable.") from exc
+
+    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            with self.write_engine.begin() as conn:
+                return fn(conn)
+        except OperationalError as exc:
+            raise Unavailable("The database is unavailable.") from exc
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        if self._readers is None:
+            return self.read_sync(fn)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, fn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self.write_sync, fn)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._writer.shutdown(wait=True)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        self.read_engine.dispose()
+        self.write_engine.dispose()

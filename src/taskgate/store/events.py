@@ -1,0 +1,57 @@
+"""The outbox: one event row per task change, written in the change's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, insert, select
+
+from taskgate.core.ids import new_id
+from taskgate.core.models import Event, Task
+from taskgate.store.tables import events
+
+
+def append(conn: Connection, changed: Sequence[Task], type_: str, now: int) -> list[Event]:
+    """Record that each task in ``changed`` (its row after the change) changed.
+
+    The caller has already advanced each task's ``event_seq``; it is the event's seq.
+    """
+    rows = [
+        Event(
+            id=new_id("evt"),
+            task_id=task.id,
+            account_id=task.account_id,
+            seq=task.event_seq,
+            type=type_,
+            created_at=now,
+            data=task.to_dict(),
+        )
+        for task in changed
+    ]
+    if rows:
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "id": e.id,
+                    "task_id": e.task_id,
+                    "account_id": e.account_id,
+                    "seq": e.seq,
+                    "type": e.type,
+                    "created_at": e.created_at,
+                    "data": e.data,
+                }
+                for e in rows
+            ],
+        )
+    return rows
+
+
+def for_task(conn: Connection, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+    rows = conn.execute(
+        select(events)
+        .where(events.c.task_id == task_id, events.c.seq > after_seq)
+        .order_by(events.c.seq)
+        .limit(limit)
+    ).mappings()
+    return [Event(**dict(row)) for row in rows]

@@ -1,0 +1,179 @@
+"""The executor process: runs one handler at a time for a worker slot.
+
+It talks to its slot over a pipe. The slot sends an :class:`Assignment`; the
+executor answers with progress messages and, at the end, one outcome. A cancel
+request is a shared flag the handler reads through its context. When a handler
+must be stopped regardless (grace expired, timeout), the slot kills the whole
+process and starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import os
+import shutil
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from taskgate.worker.procutil import die_with_parent
+from taskgate.workflows.registry import Registry
+from taskgate.workflows.sdk import Cancelled, Context, WorkflowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Assignment:
+    task_id: str
+    attempt: int
+    workflow: str
+    input: dict[str, Any]
+    work_dir: str
+    output_dir: str
+
+
+class _PipeChannel:
+    def __init__(self, conn: Connection, cancel: MpEvent, task_id: str, attempt: int) -> None:
+        self._conn = conn
+        self._cancel = cancel
+        self._task_id = task_id
+        self._attempt = attempt
+
+    def progress(self, percent: float, stage: str | None, message: str | None) -> None:
+        self._conn.send(("progress", self._task_id, self._attempt, percent, stage, message))
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+def _file_item(name: str, path: Path, content_type: str) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {
+        "type": "file",
+        "name": name,
+        "content_type": content_type,
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+    }
+
+
+def run_assignment(
+    registry: Registry, job: Assignment, conn: Connection, cancel: MpEvent
+) -> dict[str, Any]:
+    """Run one handler and describe its outcome as a plain dict."""
+    wf = registry.get(job.workflow)
+    if wf is None:
+        return {
+            "status": "failed",
+            "error": {
+                "code": "workflow_not_found",
+                "message": f"This worker has no workflow {job.workflow!r}.",
+                "retryable": True,
+            },
+        }
+    work = Path(job.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    ctx: Context[Any] = Context(
+        input=None,
+        task_id=job.task_id,
+        attempt=job.attempt,
+        output_dir=work,
+        _channel=_PipeChannel(conn, cancel, job.task_id, job.attempt),
+        log=logging.getLogger(f"taskgate.workflow.{job.workflow}"),
+    )
+    report: dict[str, Any]
+    try:
+        ctx.input = wf.input.model_validate(job.input)
+        result = wf.handler(ctx)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+        if cancel.is_set():
+            report = {"status": "cancelled"}
+        else:
+            output: list[dict[str, Any]] = []
+            if isinstance(result, dict):
+                output.append(result)
+            elif isinstance(result, list):
+                output.extend(result)
+            elif result is not None:
+                kind = type(result).__name__
+                raise TypeError(f"a handler returns a dict, a list of dicts or None, not {kind}")
+            destination = Path(job.output_dir)
+            for item in ctx._files:
+                if not item.path.exists():
+                    raise FileNotFoundError(f"output file {item.name!r} was not written")
+                described = _file_item(item.name, item.path, item.content_type)
+                destination.mkdir(parents=True, exist_ok=True)
+                os.replace(item.path, destination / item.name)
+                output.append(described)
+            report = {"status": "completed", "output": output}
+    except Cancelled:
+        report = {"status": "cancelled"}
+    except WorkflowError as exc:
+        report = {
+            "status": "failed",
+            "error": {"code": exc.code, "message": exc.message, "retryable": exc.retryable},
+        }
+    except ValidationError as exc:
+        report = {
+            "status": "failed",
+            "error": {"code": "invalid_input", "message": str(exc), "retryable": False},
+        }
+    except Exception as exc:
+        log.error(
+            "handler of %s raised [task_id=%s attempt=%s]\n%s",
+            job.workflow,
+            job.task_id,
+            job.attempt,
+            traceback.format_exc(),
+        )
+        report = {
+            "status": "failed",
+            "error": {
+                "code": "handler_error",
+                "message": f"{type(exc).__name__}: {exc}",
+                "retryable": False,
+            },
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["usage"] = dict(ctx._usage) or None
+    report["warnings"] = list(ctx._warnings) or None
+    return report
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def main(conn: Connection, cancel: MpEvent, modules: list[str], log_level: str) -> None:
+    """Entry point of an executor process."""
+    die_with_parent()
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [executor] %(message)s"
+    )
+    registry = Registry.load(modules)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        report = run_assignment(registry, job, conn, cancel)
+        conn.send(("done", job.task_id, job.attempt, report))

@@ -1,0 +1,497 @@
+"""The worker runtime: one asyncio loop driving N slots, each with an executor process.
+
+The loop is the only writer of the worker's state. Everything that happens — a
+wake-up, a handler's progress or outcome, a timer — marks work to do and kicks the
+scheduler, which applies it all in one transaction and claims work for the free
+slots in the same transaction:
+
+    finished outcomes + due progress + claims  →  one write  →  assignments
+
+Leases are renewed in bulk; a lease this worker lost (another worker recovered
+the task) stops the local run. Expired leases of any worker are recovered here
+too, guarded by worker id and attempt so that concurrent recoveries are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+from taskgate.core.clock import now_us, to_us
+from taskgate.core.ids import new_id
+from taskgate.core.models import Task
+from taskgate.core.states import TaskStatus
+from taskgate.metrics import TASK_DURATION, TASKS_FINISHED
+from taskgate.services.channel import WORKER, Listener
+from taskgate.settings import Settings
+from taskgate.store import queue
+from taskgate.store.db import Conn, Database
+from taskgate.store.queue import Finish, Lease
+from taskgate.worker import executor
+from taskgate.workflows.registry import Registry
+
+log = logging.getLogger(__name__)
+
+# Progress is stored at most this often per task; the last update is always stored.
+PROGRESS_INTERVAL = 0.5
+MAX_BACKOFF_SECONDS = 600.0
+
+
+@dataclass
+class Running:
+    lease: Lease
+    task: Task
+    started: float = field(default_factory=time.monotonic)
+    cancel_requested: bool = False
+    pending_progress: tuple[float, str | None, str | None] | None = None
+    progress_due: float = 0.0
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class Slot:
+    """One executor process and the task it runs."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: SpawnProcess | None = None
+        self.conn: Connection | None = None
+        self.cancel: MpEvent | None = None
+        self.ready = False
+        self.running: Running | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.running is None
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: Registry,
+        *,
+        slots: int,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.worker_id = worker_id or new_id("wrk")
+        self.queues = registry.queues()
+        self.slots = [Slot(i) for i in range(slots)]
+        self._mp = multiprocessing.get_context("spawn")
+        self._kick = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._draining = False
+        self._finished: list[Finish] = []
+        self._progress: list[tuple[Lease, tuple[float, str | None, str | None]]] = []
+        self._cancel_notices: set[str] = set()
+        self._lease_us = to_us(settings.lease_seconds)
+        self._listener: Listener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a drain: stop claiming, let running tasks finish, then exit."""
+        self._stopping.set()
+        self._kick.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._listener = Listener(
+            self.settings.data_dir, WORKER, self.worker_id.removeprefix("wrk_")
+        )
+        self._listener.start(self._on_datagram)
+        for slot in self.slots:
+            self._spawn(slot)
+        log.info(
+            "worker %s started: %d slots, queues %s", self.worker_id, len(self.slots), self.queues
+        )
+        maintenance = asyncio.create_task(self._maintenance())
+        try:
+            await self._schedule_until_stopped()
+            await self._drain()
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            for slot in self.slots:
+                self._kill(slot)
+            self._listener.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _schedule_until_stopped(self) -> None:
+        poll = self.settings.poll_interval_seconds
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=poll)
+            self._kick.clear()
+            try:
+                await self._tick(claim=True)
+            except Exception:
+                log.exception("worker %s: scheduling failed; retrying", self.worker_id)
+                await asyncio.sleep(min(poll, 1.0))
+
+    async def _drain(self) -> None:
+        self._draining = True
+        deadline = time.monotonic() + self.settings.drain_seconds
+        log.info("worker %s draining for up to %.1fs", self.worker_id, self.settings.drain_seconds)
+        while any(slot.running for slot in self.slots) and time.monotonic() < deadline:
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=deadline - time.monotonic())
+            await self._tick(claim=False)
+        await self._tick(claim=False)
+        leftover = [slot for slot in self.slots if slot.running]
+        if leftover:
+            leases = []
+            for slot in leftover:
+                assert slot.running is not None
+                leases.append(slot.running.lease)
+                self._stop_running(slot)
+                self._kill(slot)
+            released = await self.db.write(lambda conn: queue.release(conn, leases, now_us()))
+            log.info(
+                "worker %s put %d running tasks back in the queue", self.worker_id, len(released)
+            )
+
+    # -- executors ---------------------------------------------------------------
+
+    def _spawn(self, slot: Slot) -> None:
+        parent, child = self._mp.Pipe(duplex=True)
+        cancel = self._mp.Event()
+        process = self._mp.Process(
+            target=executor.main,
+            args=(child, cancel, list(self.settings.workflows), self.settings.log_level),
+            name=f"taskgate-executor-{slot.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        slot.process, slot.conn, slot.cancel, slot.ready = process, parent, cancel, False
+        assert self._loop is not None
+        self._loop.add_reader(parent.fileno(), self._on_readable, slot, parent)
+
+    def _kill(self, slot: Slot) -> None:
+        if slot.conn is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(slot.conn.fileno())
+            slot.conn.close()
+        if slot.process is not None and slot.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.process.pid or 0, signal.SIGKILL)
+            slot.process.join(timeout=5)
+        slot.process, slot.conn, slot.ready = None, None, False
+
+    def _replace(self, slot: Slot) -> None:
+        self._kill(slot)
+        if not self._draining and not self._stopping.is_set():
+            self._spawn(slot)
+
+    def _on_readable(self, slot: Slot, conn: Connection) -> None:
+        while True:
+            try:
+                if not conn.poll():
+                    return
+                message = conn.recv()
+            except (EOFError, OSError):
+                self._on_executor_died(slot, conn)
+                return
+            self._on_message(slot, message)
+
+    def _on_executor_died(self, slot: Slot, conn: Connection) -> None:
+        if slot.conn is not conn:
+            return
+        running = slot.running
+        log.warning("worker %s: executor of slot %d exited", self.worker_id, slot.index)
+        if running is not None:
+            self._stop_running(slot)
+            error = {
+                "code": "worker_lost",
+                "message": "The process running this task exited.",
+                "retryable": True,
+            }
+            self._finished.append(self._failure(running, error))
+        self._replace(slot)
+        self._kick.set()
+
+    def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            slot.ready = True
+            self._kick.set()
+            return
+        running = slot.running
+        if running is None or (message[1], message[2]) != (
+            running.lease.task_id,
+            running.lease.attempt,
+        ):
+            return  # from an attempt this slot already gave up
+        if kind == "progress":
+            self._on_progress(running, (message[3], message[4], message[5]))
+        elif kind == "done":
+            self._stop_running(slot)
+            self._finished.append(self._outcome(running, message[3]))
+            self._kick.set()
+
+    def _on_progress(
+        self, running: Running, progress: tuple[float, str | None, str | None]
+    ) -> None:
+        now = time.monotonic()
+        if now >= running.progress_due and running.pending_progress is None:
+            self._progress.append((running.lease, progress))
+            running.progress_due = now + PROGRESS_INTERVAL
+            self._kick.set()
+            return
+        if running.pending_progress is None:
+            assert self._loop is not None
+            running.timers.append(
+                self._loop.call_at(
+                    self._loop.time() + max(0.0, running.progress_due - now),
+                    self._flush_progress,
+                    running,
+                )
+            )
+        running.pending_progress = progress
+
+    def _flush_progress(self, running: Running) -> None:
+        if running.pending_progress is None:
+            return
+        self._progress.append((running.lease, running.pending_progress))
+        running.pending_progress = None
+        running.progress_due = time.monotonic() + PROGRESS_INTERVAL
+        self._kick.set()
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def _outcome(self, running: Running, report: dict[str, Any]) -> Finish:
+        status = report["status"]
+        common: dict[str, Any] = {
+            "usage": report.get("usage"),
+            "warnings": report.get("warnings"),
+            "progress": running.pending_progress,
+        }
+        if status == "completed":
+            return Finish(running.lease, TaskStatus.COMPLETED, output=report["output"], **common)
+        if status == "cancelled" or running.cancel_requested:
+            return Finish(running.lease, TaskStatus.CANCELLED, **common)
+        finish = self._failure(running, report["error"])
+        finish.usage, finish.warnings, finish.progress = (
+            common["usage"],
+            common["warnings"],
+            common["progress"],
+        )
+        return finish
+
+    def _failure(self, running: Running, error: dict[str, Any]) -> Finish:
+        task = running.task
+        if error.get("retryable") and running.lease.attempt < task.max_attempts:
+            delay = min(
+                self.settings.retry_backoff_seconds * 2 ** (running.lease.attempt - 1),
+                MAX_BACKOFF_SECONDS,
+            )
+            return Finish(
+                running.lease, TaskStatus.QUEUED, error=error, retry_at=now_us() + to_us(delay)
+            )
+        return Finish(running.lease, TaskStatus.FAILED, error=error)
+
+    def _stop_running(self, slot: Slot) -> None:
+        running = slot.running
+        if running is None:
+            return
+        for timer in running.timers:
+            timer.cancel()
+        slot.running = None
+
+    # -- scheduling --------------------------------------------------------------
+
+    async def _tick(self, *, claim: bool) -> None:
+        finished, self._finished = self._finished, []
+        progress, self._progress = self._progress, []
+        free = [slot for slot in self.slots if slot.idle] if claim and not self._draining else []
+        if not finished and not progress and not free:
+            return
+        now = now_us()
+        lease_us = self._lease_us
+
+        def write(conn: Conn) -> tuple[list[Task], list[Task]]:
+            done: list[Task] = []
+            for lease, (percent, stage, message) in progress:
+                queue.record_progress(conn, lease, percent, stage, message, now)
+            for outcome in finished:
+                task = queue.finish(conn, outcome, now)
+                if task is not None:
+                    done.append(task)
+            claimed = (
+                queue.claim(
+                    conn,
+                    worker_id=self.worker_id,
+                    queues=self.queues,
+                    limit=len(free),
+                    now=now,
+                    lease_us=lease_us,
+                )
+                if free
+                else []
+            )
+            return done, claimed
+
+        try:
+            done, claimed = await self.db.write(write)
+        except Exception:
+            # Keep the outcomes: they are applied by the next tick.
+            self._finished[:0] = finished
+            self._progress[:0] = progress
+            raise
+        for task in done:
+            log.info(
+                "task %s %s [task_id=%s attempt=%d]",
+                task.workflow,
+                task.status,
+                task.id,
+                task.attempts,
+            )
+            TASKS_FINISHED.labels(task.workflow, task.status.value).inc()
+            if task.started_at is not None:
+                TASK_DURATION.labels(task.workflow, task.status.value).observe(
+                    max(0.0, (now - task.started_at) / 1e6)
+                )
+        for slot, task in zip(free, claimed, strict=False):
+            self._assign(slot, task)
+
+    def _assign(self, slot: Slot, task: Task) -> None:
+        assert slot.conn is not None and slot.cancel is not None and self._loop is not None
+        lease = Lease(task.id, self.worker_id, task.attempts)
+        running = Running(lease=lease, task=task)
+        slot.running = running
+        slot.cancel.clear()
+        work = self.settings.work_dir / task.id / str(task.attempts)
+        output = self.settings.blob_dir / "outputs" / task.id / str(task.attempts)
+        slot.conn.send(
+            executor.Assignment(
+                task_id=task.id,
+                attempt=task.attempts,
+                workflow=task.workflow,
+                input=task.input,
+                work_dir=str(work),
+                output_dir=str(output),
+            )
+        )
+        running.timers.append(
+            self._loop.call_later(task.timeout_seconds, self._on_timeout, slot, running)
+        )
+        log.info("task %s started [task_id=%s attempt=%d]", task.workflow, task.id, task.attempts)
+        if task.cancel_requested_at is not None or task.id in self._cancel_notices:
+            self._request_cancel(slot, running, task.cancel_requested_at)
+
+    def _on_timeout(self, slot: Slot, running: Running) -> None:
+        if slot.running is not running:
+            return
+        log.warning("task timed out [task_id=%s]", running.lease.task_id)
+        self._stop_running(slot)
+        self._replace(slot)
+        error = {
+            "code": "timeout",
+            "message": f"The task ran past its timeout of {running.task.timeout_seconds:g}s.",
+            "retryable": False,
+        }
+        if running.cancel_requested:
+            self._finished.append(Finish(running.lease, TaskStatus.CANCELLED))
+        else:
+            self._finished.append(Finish(running.lease, TaskStatus.FAILED, error=error))
+        self._kick.set()
+
+    # -- cancellation ------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes) -> None:
+        if data.startswith(b"c"):
+            self._cancel_notice(data[1:].decode(errors="replace"))
+        else:
+            self._kick.set()
+
+    def _cancel_notice(self, task_id: str) -> None:
+        for slot in self.slots:
+            if slot.running is not None and slot.running.lease.task_id == task_id:
+                self._request_cancel(slot, slot.running, None)
+                return
+        # The claim of this task may be in flight: remember the notice until then
+        # (lease renewal finds the request in the database anyway).
+        if len(self._cancel_notices) > 1000:
+            self._cancel_notices.clear()
+        self._cancel_notices.add(task_id)
+
+    def _request_cancel(self, slot: Slot, running: Running, requested_at: int | None) -> None:
+        if running.cancel_requested:
+            return
+        assert slot.cancel is not None and self._loop is not None
+        running.cancel_requested = True
+        slot.cancel.set()
+        elapsed = 0.0 if requested_at is None else max(0.0, (now_us() - requested_at) / 1e6)
+        grace = max(0.0, self.settings.cancel_grace_seconds - elapsed)
+        running.timers.append(self._loop.call_later(grace, self._on_grace_over, slot, running))
+        log.info("cancel requested [task_id=%s]", running.lease.task_id)
+
+    def _on_grace_over(self, slot: Slot, running: Running) -> None:
+        if slot.running is not running:
+            return
+        log.warning("handler ignored cancellation; stopping it [task_id=%s]", running.lease.task_id)
+        self._stop_running(slot)
+        self._replace(slot)
+        self._finished.append(
+            Finish(running.lease, TaskStatus.CANCELLED, progress=running.pending_progress)
+        )
+        self._kick.set()
+
+    # -- maintenance -------------------------------------------------------------
+
+    async def _maintenance(self) -> None:
+        """Renew this worker's leases and recover expired ones, a few times per lease."""
+        interval = self.settings.lease_seconds / 3
+        backoff_us = to_us(self.settings.retry_backoff_seconds)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew()
+                recovered = await self.db.write(
+                    lambda conn: queue.recover_expired(conn, now_us(), backoff_us)
+                )
+                for task in recovered:
+                    log.warning(
+                        "recovered task from a lost worker: now %s [task_id=%s]",
+                        task.status,
+                        task.id,
+                    )
+                if recovered:
+                    self._kick.set()
+            except Exception:
+                log.exception("worker %s: maintenance failed", self.worker_id)
+
+    async def _renew(self) -> None:
+        running = {slot.running.lease: slot for slot in self.slots if slot.running is not None}
+        if not running:
+            return
+        leases = list(running)
+        held = await self.db.write(lambda conn: queue.renew(conn, leases, now_us(), self._lease_us))
+        held_ids = {task.id: task for task in held}
+        for lease, slot in running.items():
+            task = held_ids.get(lease.task_id)
+            if slot.running is None or slot.running.lease != lease:
+                continue
+            if task is None:
+                log.warning("lease lost; stopping the local run [task_id=%s]", lease.task_id)
+                self._stop_running(slot)
+                self._replace(slot)
+            elif task.cancel_requested_at is not None:
+                self._request_cancel(slot, slot.running, task.cancel_requested_at)

@@ -1,0 +1,1 @@
+"""Workflows: the public SDK (``taskgate.workflows.sdk``) and the registry that loads them."""

@@ -1,0 +1,198 @@
+"""The workflow SDK: everything a workflow may use, and nothing of the server.
+
+A workflow is a function decorated with :func:`workflow`. It receives a
+:class:`Context` that carries its validated input and lets it report progress,
+notice cancellation, meter usage, warn, and write output files::
+
+    class Input(BaseModel):
+        prompt: str
+
+    @workflow("echo", input=Input, estimate=lambda i: Estimate(seconds=1))
+    def echo(ctx: Context[Input]) -> dict[str, str]:
+        ctx.progress(50, "thinking")
+        return {"text": ctx.input.prompt}
+
+Handlers run in a separate executor process. A handler that ignores cancellation
+is stopped anyway after the grace period; one that runs past its timeout is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+InputT = TypeVar("InputT", bound=BaseModel)
+
+Result = dict[str, Any] | list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a run with some input is expected to cost and take."""
+
+    credits: Decimal = Decimal(0)
+    seconds: float = 1.0
+
+
+class WorkflowError(Exception):
+    """Fail the task with this code and message. Retried if ``retryable`` and
+    attempts are left."""
+
+    def __init__(self, message: str, *, code: str = "workflow_error", retryable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+
+
+class RetryableError(WorkflowError):
+    """A failure worth another attempt (a flaky dependency, say)."""
+
+    def __init__(self, message: str, *, code: str = "retryable_error"):
+        super().__init__(message, code=code, retryable=True)
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Context.check_cancelled` once cancellation was asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow(Generic[InputT]):
+    """A registered workflow: its metadata, input model, estimate and handler."""
+
+    name: str
+    handler: Callable[[Context[InputT]], Result]
+    input: type[InputT]
+    estimate: Callable[[InputT], Estimate]
+    title: str
+    description: str
+    version: str = "1"
+    timeout: float = 3600.0
+    max_attempts: int = 3
+    queue: str = "default"
+
+    def estimate_for(self, value: InputT) -> Estimate:
+        return self.estimate(value)
+
+
+def workflow(
+    name: str,
+    *,
+    input: type[InputT],
+    estimate: Callable[[InputT], Estimate] | None = None,
+    title: str | None = None,
+    description: str | None = None,
+    version: str = "1",
+    timeout: float = 3600.0,
+    max_attempts: int = 3,
+    queue: str = "default",
+) -> Callable[[Callable[[Context[InputT]], Result]], Workflow[InputT]]:
+    """Declare a workflow. The decorated name becomes a :class:`Workflow`; the
+    registry finds it among the attributes of the module that defines it."""
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+
+    def decorate(handler: Callable[[Context[InputT]], Result]) -> Workflow[InputT]:
+        doc = (handler.__doc__ or "").strip()
+        return Workflow(
+            name=name,
+            handler=handler,
+            input=input,
+            estimate=estimate or (lambda _value: Estimate()),
+            title=title or name.replace("-", " ").replace("_", " ").capitalize(),
+            description=description or doc,
+            version=version,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            queue=queue,
+        )
+
+    return decorate
+
+
+class Channel(Protocol):
+    """How a context talks to the worker that runs it (provided by taskgate)."""
+
+    def progress(self, percent: float, stage: str | None, message: str | None) -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class OutputFile:
+    name: str
+    path: Path
+    content_type: str
+
+
+@dataclass
+class Context(Generic[InputT]):
+    """What a handler sees of its task."""
+
+    input: InputT
+    task_id: str
+    attempt: int
+    output_dir: Path
+    _channel: Channel
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("taskgate.workflow"))
+    _usage: dict[str, float] = field(default_factory=dict)
+    _warnings: list[dict[str, Any]] = field(default_factory=list)
+    _files: list[OutputFile] = field(default_factory=list)
+
+    def progress(
+        self, percent: float, stage: str | None = None, message: str | None = None
+    ) -> None:
+        """Report progress (0–100). Frequent calls are fine: taskgate coalesces them."""
+        self._channel.progress(max(0.0, min(100.0, float(percent))), stage, message)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation of this task was asked for."""
+        return self._channel.is_cancelled()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if cancellation was asked for."""
+        if self._channel.is_cancelled():
+            raise Cancelled
+
+    def usage(self, **meters: float) -> None:
+        """Add to usage meters, e.g. ``ctx.usage(audio_seconds=30)``."""
+        for meter, quantity in meters.items():
+            self._usage[meter] = self._usage.get(meter, 0.0) + float(quantity)
+
+    def warn(self, code: str, message: str, field: str | None = None) -> None:
+        """Attach a warning to the task (it still completes)."""
+        self._warnings.append({"code": code, "message": message, "field": field})
+
+    def output_file(self, name: str, content_type: str | None = None) -> Path:
+        """A path to write an output file to; the file becomes part of the output."""
+        safe = Path(name).name
+        if not safe or safe in {".", ".."}:
+            raise ValueError(f"not a file name: {name!r}")
+        guessed = content_type or mimetypes.guess_type(safe)[0] or "application/octet-stream"
+        path = self.output_dir / safe
+        self._files.append(OutputFile(safe, path, guessed))
+        return path
+
+
+__all__ = [
+    "Cancelled",
+    "Channel",
+    "Context",
+    "Estimate",
+    "OutputFile",
+    "Result",
+    "RetryableError",
+    "Workflow",
+    "WorkflowError",
+    "workflow",
+]

@@ -1,0 +1,93 @@
+"""Workflows used only by the test suite (loaded with TASKGATE_WORKFLOWS=taskgate_testflows).
+
+Each records what it needs for a test to check real behaviour: the probe records
+when its handler ran; the concurrency recorder writes its own entry and exit times
+to a file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskgate.workflows.sdk import Context, Estimate, workflow
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpinInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=1.0, ge=0, le=600)
+
+
+@workflow("spin", input=SpinInput, estimate=lambda i: Estimate(seconds=i.seconds))
+def spin(ctx: Context[SpinInput]) -> dict[str, float]:
+    """Keeps a CPU busy (pure Python, holding its process's GIL) until done or cancelled."""
+    end = time.monotonic() + ctx.input.seconds
+    n = 0
+    while time.monotonic() < end:
+        for _ in range(10_000):
+            n += 1
+        if ctx.cancelled:
+            break
+    return {"iterations": float(n)}
+
+
+class StubbornInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=60.0, ge=0, le=600)
+
+
+@workflow(
+    "stubborn",
+    input=StubbornInput,
+    estimate=lambda i: Estimate(seconds=i.seconds),
+    timeout=600,
+)
+def stubborn(ctx: Context[StubbornInput]) -> dict[str, str]:
+    """Ignores cancellation and sleeps through it (it is killed after the grace period)."""
+    time.sleep(ctx.input.seconds)
+    return {"finished": "yes"}
+
+
+@workflow("boom", input=Empty, max_attempts=3)
+def boom(ctx: Context[Empty]) -> None:
+    """Raises an unexpected exception."""
+    raise RuntimeError("kaboom")
+
+
+class SlowInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=5.0, ge=0, le=600)
+
+
+@workflow("slow", input=SlowInput, timeout=0.5)
+def slow(ctx: Context[SlowInput]) -> None:
+    """Sleeps past its 0.5 s timeout."""
+    time.sleep(ctx.input.seconds)
+
+
+class ProbeInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=0.0, ge=0, le=600)
+    record_dir: str | None = None
+
+
+@workflow("probe", input=ProbeInput, estimate=lambda i: Estimate(seconds=i.seconds))
+def probe(ctx: Context[ProbeInput]) -> dict[str, float | int | str]:
+    """Records when the handler started and ended (wall clock), and its process id;
+    with ``record_dir`` also in a file named after the task."""
+    entered = time.time()
+    deadline = time.monotonic() + ctx.input.seconds
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+    left = time.time()
+    if ctx.input.record_dir:
+        path = Path(ctx.input.record_dir) / f"{ctx.task_id}-{ctx.attempt}"
+        path.write_text(f"{entered} {left} {os.getpid()}")
+    return {"entered": entered, "left": left, "pid": os.getpid(), "attempt": ctx.attempt}
