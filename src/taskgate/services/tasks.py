@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,6 +34,7 @@ from taskgate.store.db import Conn, Database
 from taskgate.workflows.registry import Registry
 
 MAX_PAGE = 100
+_MILLI = Decimal("0.001")
 
 
 @dataclass(slots=True)
@@ -150,7 +152,9 @@ class TaskService:
             warnings=None,
             error=None,
             usage=None,
-            estimated_credits=parse_credits(estimate.credits),
+            estimated_credits=parse_credits(
+                Decimal(estimate.credits).quantize(_MILLI, rounding=ROUND_CEILING)
+            ),
             expected_seconds=float(estimate.seconds),
             timeout_seconds=wf.timeout,
             attempts=0,

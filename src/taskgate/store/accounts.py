@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from taskgate.core.errors import Conflict
 from taskgate.core.models import Account, ApiKey
+from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, api_keys, ledger
 
 _ACCOUNT_COLUMNS = (
@@ -119,9 +120,12 @@ def find_keys(conn: Connection, id_or_prefix: str) -> list[ApiKey]:
     return [ApiKey(*row) for row in rows]
 
 
+_KEY_BY_HASH = Prepared(select(*_KEY_COLUMNS).where(api_keys.c.key_hash == bindparam("key_hash")))
+
+
 def key_by_hash(conn: Connection, key_hash: str) -> ApiKey | None:
-    row = conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.key_hash == key_hash)).first()
-    return ApiKey(*row) if row is not None else None
+    row = _KEY_BY_HASH.first(conn, key_hash=key_hash)
+    return ApiKey(**row) if row is not None else None
 
 
 def revoke_key(conn: Connection, key_id: str, now: int) -> None:

@@ -2,9 +2,11 @@
 
 Every write runs in one transaction on the process's single writer thread
 (SQLite: ``BEGIN IMMEDIATE``, so a transaction never upgrades from read to write
-and meets ``SQLITE_BUSY`` halfway). Reads on SQLite run in a short deferred
-transaction on the caller's thread: WAL readers never wait for the writer, so an
-event loop may call them directly without stalling.
+and meets ``SQLITE_BUSY`` halfway). Reads on SQLite run in autocommit mode on the
+caller's thread: each statement sees one consistent snapshot, a read made of
+several statements does not (anything that must be consistent is read inside a
+write transaction). WAL readers never wait for the writer, so an event loop may
+call them directly without stalling.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    if immediate:
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -80,13 +82,28 @@ class Database:
             else ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="taskgate-reader")
         )
         self._closed = threading.Event()
+        self._local = threading.local()
+        self._readers_opened: list[Connection] = []
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        if not self.is_sqlite:
+            try:
+                with self.read_engine.begin() as conn:
+                    return fn(conn)
+            except OperationalError as exc:
+                raise Unavailable("The database is unavailable.") from exc
+        # SQLite reads run in autocommit mode on a connection each thread keeps:
+        # checking one out of the pool per read costs more than the read.
+        reader: Connection | None = getattr(self._local, "reader", None)
+        if reader is None or reader.closed:
+            reader = self._local.reader = self.read_engine.connect()
+            self._readers_opened.append(reader)
         try:
-            with self.read_engine.begin() as conn:
-                return fn(conn)
+            return fn(reader)
         except OperationalError as exc:
             raise Unavailable("The database is unavailable.") from exc
+        finally:
+            reader.rollback()
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         try:
@@ -110,5 +127,7 @@ class Database:
         self._writer.shutdown(wait=True)
         if self._readers is not None:
             self._readers.shutdown(wait=True)
+        for conn in self._readers_opened:
+            conn.close()
         self.read_engine.dispose()
         self.write_engine.dispose()

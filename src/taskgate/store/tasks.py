@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from taskgate.core.models import Event, Task
 from taskgate.core.states import EventType, TaskStatus
 from taskgate.store import events
 from taskgate.store.dialects import insert_or_ignore
+from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
 from taskgate.store.tables import events as events_table
 
@@ -43,11 +44,19 @@ def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
     return task, True
 
 
+_GET = Prepared(select(tasks).where(tasks.c.id == bindparam("task_id")))
+_GET_OWNED = Prepared(
+    select(tasks).where(
+        tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id")
+    )
+)
+
+
 def get(conn: Connection, task_id: str, account_id: str | None = None) -> Task | None:
-    stmt = select(tasks).where(tasks.c.id == task_id)
-    if account_id is not None:
-        stmt = stmt.where(tasks.c.account_id == account_id)
-    row = conn.execute(stmt).mappings().first()
+    if account_id is None:
+        row = _GET.first(conn, task_id=task_id)
+    else:
+        row = _GET_OWNED.first(conn, task_id=task_id, account_id=account_id)
     return Task.from_mapping(row) if row is not None else None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from taskgate.api.deps import Auth, BaseUrl, ServicesDep
+from taskgate.api.deps import Caller, CallerDep
 from taskgate.api.presenters import task_object
 from taskgate.api.responses import ERROR_RESPONSES, json_response, task_response
 from taskgate.core.clock import now_us, parse_iso
@@ -27,19 +27,14 @@ IdempotencyKey = Annotated[
 
 
 async def _submit(
-    services: ServicesDep,
-    principal: Auth,
-    base_url: str,
-    workflow: str,
-    body: WorkflowSubmit,
-    idempotency_key: str | None,
+    caller: Caller, workflow: str, body: WorkflowSubmit, idempotency_key: str | None
 ) -> Response:
-    view, created = await services.tasks.submit(
-        principal.account_id, workflow, body, idempotency_key
+    view, created = await caller.services.tasks.submit(
+        caller.account_id, workflow, body, idempotency_key
     )
     if created:
         TASKS_SUBMITTED.labels(view.task.workflow).inc()
-    return task_response(view, base_url, 201 if created else 200)
+    return task_response(view, caller.base_url, 201 if created else 200)
 
 
 @router.post(
@@ -51,13 +46,11 @@ async def _submit(
 )
 async def create_task(
     body: TaskSubmit,
-    services: ServicesDep,
-    principal: Auth,
-    base_url: BaseUrl,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Submit a task to a workflow."""
-    return await _submit(services, principal, base_url, body.workflow, body, idempotency_key)
+    return await _submit(caller, body.workflow, body, idempotency_key)
 
 
 @router.post(
@@ -70,21 +63,17 @@ async def create_task(
 async def create_workflow_task(
     name: str,
     body: WorkflowSubmit,
-    services: ServicesDep,
-    principal: Auth,
-    base_url: BaseUrl,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Submit a task to the workflow named in the path."""
-    return await _submit(services, principal, base_url, name, body, idempotency_key)
+    return await _submit(caller, name, body, idempotency_key)
 
 
 @router.get("/tasks", response_model=ListObject, operation_id="list_tasks")
 async def list_tasks(
     request: Request,
-    services: ServicesDep,
-    principal: Auth,
-    base_url: BaseUrl,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
     status: Annotated[str | None, Query(description="Comma-separated statuses.")] = None,
@@ -99,8 +88,8 @@ async def list_tasks(
         for key, value in request.query_params.multi_items()
         if key.startswith("metadata[") and key.endswith("]") and len(key) > len("metadata[]")
     }
-    views, more, next_cursor = await services.tasks.list(
-        principal.account_id,
+    views, more, next_cursor = await caller.services.tasks.list(
+        caller.account_id,
         limit=limit,
         cursor=cursor,
         statuses=[s.strip() for s in status.split(",") if s.strip()] if status else None,
@@ -113,7 +102,7 @@ async def list_tasks(
     return json_response(
         {
             "object": "list",
-            "data": [task_object(view, base_url, now) for view in views],
+            "data": [task_object(view, caller.base_url, now) for view in views],
             "has_more": more,
             "next_cursor": next_cursor,
         }
@@ -130,21 +119,17 @@ def _time(value: str | None, param: str) -> int | None:
 
 
 @router.post("/tasks/query", response_model=TaskObject, operation_id="query_task")
-async def query_task(
-    body: TaskQuery, services: ServicesDep, principal: Auth, base_url: BaseUrl
-) -> Response:
+async def query_task(body: TaskQuery, caller: CallerDep) -> Response:
     """Find a task by ``task_id`` or by ``out_task_id`` (exactly one)."""
-    view = await services.tasks.query(principal.account_id, body.task_id, body.out_task_id)
-    return task_response(view, base_url)
+    view = await caller.services.tasks.query(caller.account_id, body.task_id, body.out_task_id)
+    return task_response(view, caller.base_url)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskObject, operation_id="get_task")
-async def get_task(
-    task_id: str, services: ServicesDep, principal: Auth, base_url: BaseUrl
-) -> Response:
+async def get_task(task_id: str, caller: CallerDep) -> Response:
     """A task as it stands. ``Retry-After`` suggests when to poll again."""
-    view = await services.tasks.get(principal.account_id, task_id)
-    return task_response(view, base_url)
+    view = await caller.services.tasks.get(caller.account_id, task_id)
+    return task_response(view, caller.base_url)
 
 
 @router.post(
@@ -153,18 +138,16 @@ async def get_task(
     operation_id="cancel_task",
     responses={202: {"description": "Cancellation requested; the task is still running"}},
 )
-async def cancel_task(
-    task_id: str, services: ServicesDep, principal: Auth, base_url: BaseUrl
-) -> Response:
+async def cancel_task(task_id: str, caller: CallerDep) -> Response:
     """Cancel a task: at once when queued (200); a running task is asked to stop (202)
     and ends cancelled within the grace period."""
-    view = await services.tasks.cancel(principal.account_id, task_id)
+    view = await caller.services.tasks.cancel(caller.account_id, task_id)
     status = 202 if view.task.status.value == "running" else 200
-    return task_response(view, base_url, status)
+    return task_response(view, caller.base_url, status)
 
 
 @router.delete("/tasks/{task_id}", operation_id="delete_task")
-async def delete_task(task_id: str, services: ServicesDep, principal: Auth) -> Response:
+async def delete_task(task_id: str, caller: CallerDep) -> Response:
     """Purge a completed, failed or cancelled task and its events."""
-    await services.tasks.delete(principal.account_id, task_id)
+    await caller.services.tasks.delete(caller.account_id, task_id)
     return json_response({"id": task_id, "object": "task", "deleted": True})
