@@ -86,6 +86,10 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, TaskgateError):
+        # FastAPI turns an error raised while it reads the body (the body limit of a
+        # chunked request) into a generic 400; answer with the error itself.
+        return await _taskgate_error(_request, exc.__cause__)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else "Error."
     if exc.status_code == 404:

@@ -22,6 +22,9 @@ from taskgate.metrics import HTTP_LATENCY
 log = logging.getLogger("taskgate.access")
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# The upload routes: they take multipart bodies and enforce their own limit while
+# streaming. Anywhere else a multipart body is read as JSON, under the JSON limit.
+_UPLOAD_PATHS = frozenset({"/v1/files"})
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -76,8 +79,8 @@ class Edge:
     def _limit(self, scope: Scope, receive: Receive) -> Receive | None:
         """The receive channel, counting bytes; None if Content-Length is already too big.
 
-        Multipart uploads are exempt: their routes enforce their own limit while
-        streaming.
+        Multipart uploads to the upload routes are exempt: those enforce their own
+        limit while streaming.
         """
         content_type = b""
         length: int | None = None
@@ -89,7 +92,7 @@ class Edge:
                     length = int(value)
                 except ValueError:
                     length = None
-        if content_type.startswith(b"multipart/"):
+        if content_type.startswith(b"multipart/") and scope["path"] in _UPLOAD_PATHS:
             return receive
         if not content_type.startswith(b"application/json") and scope["method"] in _WITH_BODY:
             # The API takes JSON or multipart only: read any other body as JSON, so a

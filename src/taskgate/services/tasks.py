@@ -57,12 +57,13 @@ class TaskView:
 
 
 def check_idempotency_key(value: str, param: str) -> str:
+    # A bad out_task_id is a bad value in the body (422, like its length limit);
+    # a bad Idempotency-Key header is a 400.
+    error = InvalidInput if param == "out_task_id" else InvalidParam
     if not value or len(value) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidParam(
-            f"An idempotency key is 1–{MAX_IDEMPOTENCY_KEY_CHARS} characters.", param=param
-        )
+        raise error(f"An idempotency key is 1–{MAX_IDEMPOTENCY_KEY_CHARS} characters.", param=param)
     if not all(" " <= ch <= "~" for ch in value):
-        raise InvalidParam("An idempotency key holds printable ASCII characters only.", param=param)
+        raise error("An idempotency key holds printable ASCII characters only.", param=param)
     return value
 
 
@@ -224,6 +225,14 @@ class TaskService:
         for status in statuses or []:
             if status not in TaskStatus.__members__.values():
                 raise InvalidParam(f"Unknown status {status!r}.", param="status")
+        for key in metadata or {}:
+            # SQLite's JSON paths cannot spell a key holding a double quote (and a
+            # malformed path is a database error), so such a filter is refused here.
+            if '"' in key:
+                raise InvalidParam(
+                    "A metadata filter key cannot contain a double quote.",
+                    param=f"metadata[{key}]",
+                )
         before = decode_cursor(cursor) if cursor else None
         found, more = await self._db.read(
             lambda conn: repo.list_page(

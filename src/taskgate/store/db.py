@@ -82,28 +82,34 @@ class Database:
             else ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="taskgate-reader")
         )
         self._closed = threading.Event()
-        self._local = threading.local()
-        self._readers_opened: list[Connection] = []
+        self._kept: Connection | None = None
+        self._kept_lock = threading.Lock()
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
-        if not self.is_sqlite:
-            try:
-                with self.read_engine.begin() as conn:
-                    return fn(conn)
-            except OperationalError as exc:
-                raise Unavailable("The database is unavailable.") from exc
-        # SQLite reads run in autocommit mode on a connection each thread keeps:
-        # checking one out of the pool per read costs more than the read.
-        reader: Connection | None = getattr(self._local, "reader", None)
-        if reader is None or reader.closed:
-            reader = self._local.reader = self.read_engine.connect()
-            self._readers_opened.append(reader)
         try:
-            return fn(reader)
+            with self.read_engine.begin() as conn:
+                return fn(conn)
         except OperationalError as exc:
             raise Unavailable("The database is unavailable.") from exc
+
+    def _read_kept(self, fn: Callable[[Connection], T]) -> T:
+        # Checking a connection out of the pool for every read costs more than the
+        # read, so one reader connection is kept for whoever finds it free (in
+        # practice the event loop's thread); anyone else uses the pool. SQLite
+        # reads run in autocommit mode: the kept connection holds no snapshot.
+        if not self._kept_lock.acquire(blocking=False):
+            return self.read_sync(fn)
+        try:
+            if self._kept is None or self._kept.closed:
+                self._kept = self.read_engine.connect()
+            try:
+                return fn(self._kept)
+            except OperationalError as exc:
+                raise Unavailable("The database is unavailable.") from exc
+            finally:
+                self._kept.rollback()
         finally:
-            reader.rollback()
+            self._kept_lock.release()
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         try:
@@ -114,7 +120,7 @@ class Database:
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self._readers is None:
-            return self.read_sync(fn)
+            return self._read_kept(fn)
         return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
@@ -127,7 +133,7 @@ class Database:
         self._writer.shutdown(wait=True)
         if self._readers is not None:
             self._readers.shutdown(wait=True)
-        for conn in self._readers_opened:
-            conn.close()
+        if self._kept is not None:
+            self._kept.close()
         self.read_engine.dispose()
         self.write_engine.dispose()

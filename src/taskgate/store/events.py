@@ -8,7 +8,10 @@ from sqlalchemy import Connection, insert, select
 
 from taskgate.core.ids import new_id
 from taskgate.core.models import Event, Task
+from taskgate.store.prepared import Prepared
 from taskgate.store.tables import events
+
+_INSERT = Prepared(insert(events))
 
 
 def append(conn: Connection, changed: Sequence[Task], type_: str, now: int) -> list[Event]:
@@ -28,22 +31,21 @@ def append(conn: Connection, changed: Sequence[Task], type_: str, now: int) -> l
         )
         for task in changed
     ]
-    if rows:
-        conn.execute(
-            insert(events),
-            [
-                {
-                    "id": e.id,
-                    "task_id": e.task_id,
-                    "account_id": e.account_id,
-                    "seq": e.seq,
-                    "type": e.type,
-                    "created_at": e.created_at,
-                    "data": e.data,
-                }
-                for e in rows
-            ],
-        )
+    _INSERT.execute_many(
+        conn,
+        [
+            {
+                "id": e.id,
+                "task_id": e.task_id,
+                "account_id": e.account_id,
+                "seq": e.seq,
+                "type": e.type,
+                "created_at": e.created_at,
+                "data": e.data,
+            }
+            for e in rows
+        ],
+    )
     return rows
 
 

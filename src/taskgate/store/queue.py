@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Boolean, Connection, bindparam, case, func, select, update
 
 from taskgate.core.models import Task
 from taskgate.core.states import TERMINAL_EVENT, EventType, TaskStatus
 from taskgate.store import events
+from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
 
 
@@ -43,6 +44,60 @@ class Finish:
     progress: tuple[float, str | None, str | None] | None = None
 
 
+def _claim_statements() -> dict[str, Prepared]:
+    queued = tasks.c.status == TaskStatus.QUEUED.value
+    ready_here = (
+        queued & (tasks.c.queue == bindparam("queue")) & (tasks.c.run_at <= bindparam("now"))
+    )
+    has_ready = select(tasks.c.id).where(ready_here, tasks.c.account_id == accounts.c.id).exists()
+    return {
+        # Accounts under their limit with ready work, the one served longest ago first.
+        "candidates": Prepared(
+            select(accounts.c.id, accounts.c.concurrency_limit - accounts.c.running)
+            .where(accounts.c.running < accounts.c.concurrency_limit, has_ready)
+            .order_by(accounts.c.last_claim_at.asc().nulls_first(), accounts.c.id)
+            .limit(bindparam("limit"))
+        ),
+        # An account's ready tasks: priority, then age (the claim index's order).
+        "ready": Prepared(
+            select(tasks.c.id)
+            .where(ready_here, tasks.c.account_id == bindparam("account_id"))
+            .order_by(tasks.c.priority.desc(), tasks.c.id)
+            .limit(bindparam("limit"))
+        ),
+        "start": Prepared(
+            update(tasks)
+            .where(tasks.c.id == bindparam("task_id"), queued)
+            .values(
+                status=TaskStatus.RUNNING.value,
+                attempts=tasks.c.attempts + 1,
+                worker_id=bindparam("claimer"),
+                lease_expires_at=bindparam("lease_expires_at"),
+                started_at=bindparam("now"),
+                updated_at=bindparam("now"),
+                event_seq=tasks.c.event_seq + 1,
+            )
+            .returning(tasks)
+        ),
+        "admit": Prepared(
+            update(accounts)
+            .where(accounts.c.id == bindparam("account_id"))
+            .values(
+                running=accounts.c.running + bindparam("count"),
+                last_claim_at=bindparam("last_claim_at"),
+            )
+        ),
+        "leave": Prepared(
+            update(accounts)
+            .where(accounts.c.id == bindparam("account_id"))
+            .values(running=accounts.c.running - bindparam("count"))
+        ),
+    }
+
+
+_CLAIM = _claim_statements()
+
+
 def claim(
     conn: Connection,
     *,
@@ -59,65 +114,44 @@ def claim(
     (``BEGIN IMMEDIATE``) from before the first read.
     """
     claimed: list[Task] = []
-    while len(claimed) < limit:
-        picked = _pick(conn, queues=queues, limit=limit - len(claimed), now=now)
-        if not picked:
-            break
-        rows = conn.execute(
-            update(tasks)
-            .where(tasks.c.id.in_(picked), tasks.c.status == TaskStatus.QUEUED)
-            .values(
-                status=TaskStatus.RUNNING,
-                attempts=tasks.c.attempts + 1,
-                worker_id=worker_id,
-                lease_expires_at=now + lease_us,
-                started_at=now,
-                updated_at=now,
-                event_seq=tasks.c.event_seq + 1,
-            )
-            .returning(tasks)
-        ).mappings()
-        batch = sorted((Task.from_mapping(row) for row in rows), key=lambda t: picked.index(t.id))
-        # Accounts served in this batch move to the back of the round, in the
-        # order they were served.
-        order = list(dict.fromkeys(t.account_id for t in batch))
-        counts = Counter(t.account_id for t in batch)
-        for offset, account_id in enumerate(order):
-            conn.execute(
-                update(accounts)
-                .where(accounts.c.id == account_id)
-                .values(
-                    running=accounts.c.running + counts[account_id],
+    for queue in queues:
+        while len(claimed) < limit:
+            picked = _pick(conn, queue=queue, limit=limit - len(claimed), now=now)
+            if not picked:
+                break
+            batch = []
+            for task_id in picked:
+                row = _CLAIM["start"].first(
+                    conn,
+                    task_id=task_id,
+                    claimer=worker_id,
+                    lease_expires_at=now + lease_us,
+                    now=now,
+                )
+                if row is not None:
+                    batch.append(Task.from_mapping(row))
+            # Accounts served in this batch move to the back of the round, in the
+            # order they were served.
+            counts = Counter(t.account_id for t in batch)
+            for offset, account_id in enumerate(counts):
+                _CLAIM["admit"].execute(
+                    conn,
+                    account_id=account_id,
+                    count=counts[account_id],
                     last_claim_at=now + offset,
                 )
-            )
-        events.append(conn, batch, EventType.STARTED, now)
-        claimed.extend(batch)
+            events.append(conn, batch, EventType.STARTED, now)
+            claimed.extend(batch)
     return claimed
 
 
-def _pick(conn: Connection, *, queues: Sequence[str], limit: int, now: int) -> list[str]:
-    ready = (
-        select(tasks.c.id)
-        .where(
-            tasks.c.account_id == accounts.c.id,
-            tasks.c.status == TaskStatus.QUEUED,
-            tasks.c.run_at <= now,
-            tasks.c.queue.in_(list(queues)),
-        )
-        .exists()
-    )
-    candidates = conn.execute(
-        select(accounts.c.id, accounts.c.concurrency_limit - accounts.c.running)
-        .where(accounts.c.running < accounts.c.concurrency_limit, ready)
-        .order_by(accounts.c.last_claim_at.asc().nulls_first(), accounts.c.id)
-        .limit(limit)
-    ).all()
+def _pick(conn: Connection, *, queue: str, limit: int, now: int) -> list[str]:
+    candidates = _CLAIM["candidates"].all(conn, queue=queue, now=now, limit=limit)
     if not candidates:
         return []
     # Deal the free slots out one per account per round.
-    quota = dict.fromkeys((account_id for account_id, _ in candidates), 0)
-    free = dict(candidates)
+    free = {row["id"]: row[next(k for k in row if k != "id")] for row in candidates}
+    quota = dict.fromkeys(free, 0)
     remaining = limit
     while remaining:
         dealt = False
@@ -130,58 +164,51 @@ def _pick(conn: Connection, *, queues: Sequence[str], limit: int, now: int) -> l
             break
     picked: list[str] = []
     for account_id, count in quota.items():
-        picked.extend(
-            conn.execute(
-                select(tasks.c.id)
-                .where(
-                    tasks.c.account_id == account_id,
-                    tasks.c.status == TaskStatus.QUEUED,
-                    tasks.c.run_at <= now,
-                    tasks.c.queue.in_(list(queues)),
-                )
-                .order_by(tasks.c.priority.desc(), tasks.c.id)
-                .limit(count)
-            ).scalars()
-        )
+        rows = _CLAIM["ready"].all(conn, queue=queue, now=now, account_id=account_id, limit=count)
+        picked.extend(row["id"] for row in rows)
     return picked
 
 
 def _leave_running(conn: Connection, changed: Iterable[Task]) -> None:
     for account_id, count in Counter(t.account_id for t in changed).items():
-        conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account_id)
-            .values(running=accounts.c.running - count)
-        )
+        _CLAIM["leave"].execute(conn, account_id=account_id, count=count)
 
 
-def _fenced(lease: Lease) -> Any:
-    return (
-        (tasks.c.id == lease.task_id)
-        & (tasks.c.status == TaskStatus.RUNNING)
-        & (tasks.c.worker_id == lease.worker_id)
-        & (tasks.c.attempts == lease.attempt)
+_FENCE = (
+    (tasks.c.id == bindparam("lease_task"))
+    & (tasks.c.status == TaskStatus.RUNNING.value)
+    & (tasks.c.worker_id == bindparam("lease_worker"))
+    & (tasks.c.attempts == bindparam("lease_attempt"))
+)
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    return {
+        "lease_task": lease.task_id,
+        "lease_worker": lease.worker_id,
+        "lease_attempt": lease.attempt,
+    }
+
+
+_PROGRESS = Prepared(
+    update(tasks)
+    .where(_FENCE)
+    .values(
+        progress_percent=bindparam("percent"),
+        progress_stage=bindparam("stage"),
+        progress_message=bindparam("message"),
+        updated_at=bindparam("now"),
+        event_seq=tasks.c.event_seq + 1,
     )
+    .returning(tasks)
+)
 
 
 def record_progress(
     conn: Connection, lease: Lease, percent: float, stage: str | None, message: str | None, now: int
 ) -> Task | None:
-    row = (
-        conn.execute(
-            update(tasks)
-            .where(_fenced(lease))
-            .values(
-                progress_percent=percent,
-                progress_stage=stage,
-                progress_message=message,
-                updated_at=now,
-                event_seq=tasks.c.event_seq + 1,
-            )
-            .returning(tasks)
-        )
-        .mappings()
-        .first()
+    row = _PROGRESS.first(
+        conn, percent=percent, stage=stage, message=message, now=now, **_fence(lease)
     )
     if row is None:
         return None
@@ -190,42 +217,72 @@ def record_progress(
     return task
 
 
-def finish(conn: Connection, outcome: Finish, now: int) -> Task | None:
-    """Apply one attempt's outcome; None if the worker no longer holds the task."""
-    values: dict[str, Any] = {
-        "status": outcome.status,
-        "updated_at": now,
-        "event_seq": tasks.c.event_seq + 1,
-        "lease_expires_at": None,
-    }
-    if outcome.progress is not None:
-        percent, stage, message = outcome.progress
-        values.update(progress_percent=percent, progress_stage=stage, progress_message=message)
-    if outcome.warnings is not None:
-        values["warnings"] = outcome.warnings
-    if outcome.usage is not None:
-        values["usage"] = outcome.usage
-    if outcome.error is not None:
-        values["error"] = outcome.error
-    if outcome.status is TaskStatus.QUEUED:
-        values.update(worker_id=None, run_at=outcome.retry_at if outcome.retry_at else now)
-        event_type = EventType.REQUEUED
-    else:
-        values["completed_at"] = now
-        if outcome.status is TaskStatus.COMPLETED:
-            values.update(output=outcome.output or [], progress_percent=100.0)
-        event_type = TERMINAL_EVENT[outcome.status]
-    condition = _fenced(outcome.lease)
-    if outcome.status is not TaskStatus.CANCELLED:
+def _keep(column: Any, name: str) -> Any:
+    """``column`` set to the parameter ``name`` when given, left as it is when NULL."""
+    return func.coalesce(bindparam(name, type_=column.type), column)
+
+
+def _finish_statement(*, unless_cancel_requested: bool) -> Prepared:
+    condition = _FENCE
+    if unless_cancel_requested:
         # A cancel asked for while the attempt ran wins over its outcome.
         condition = condition & tasks.c.cancel_requested_at.is_(None)
-    row = (
-        conn.execute(update(tasks).where(condition).values(**values).returning(tasks))
-        .mappings()
-        .first()
+    return Prepared(
+        update(tasks)
+        .where(condition)
+        .values(
+            status=bindparam("status"),
+            updated_at=bindparam("now"),
+            event_seq=tasks.c.event_seq + 1,
+            lease_expires_at=None,
+            completed_at=bindparam("completed_at"),
+            worker_id=case((bindparam("requeue", type_=Boolean), None), else_=tasks.c.worker_id),
+            run_at=_keep(tasks.c.run_at, "run_at"),
+            progress_percent=_keep(tasks.c.progress_percent, "progress_percent"),
+            progress_stage=_keep(tasks.c.progress_stage, "progress_stage"),
+            progress_message=_keep(tasks.c.progress_message, "progress_message"),
+            output=_keep(tasks.c.output, "output"),
+            error=_keep(tasks.c.error, "error"),
+            usage=_keep(tasks.c.usage, "usage"),
+            warnings=_keep(tasks.c.warnings, "warnings"),
+        )
+        .returning(tasks)
     )
+
+
+_FINISH = _finish_statement(unless_cancel_requested=True)
+_FINISH_CANCELLED = _finish_statement(unless_cancel_requested=False)
+
+
+def finish(conn: Connection, outcome: Finish, now: int) -> Task | None:
+    """Apply one attempt's outcome; None if the worker no longer holds the task."""
+    requeue = outcome.status is TaskStatus.QUEUED
+    params: dict[str, Any] = {
+        "status": outcome.status.value,
+        "now": now,
+        "completed_at": None if requeue else now,
+        "requeue": requeue,
+        "run_at": (outcome.retry_at or now) if requeue else None,
+        "progress_percent": None,
+        "progress_stage": None,
+        "progress_message": None,
+        "output": None,
+        "error": outcome.error,
+        "usage": outcome.usage,
+        "warnings": outcome.warnings,
+        **_fence(outcome.lease),
+    }
+    if outcome.progress is not None:
+        params["progress_percent"], params["progress_stage"], params["progress_message"] = (
+            outcome.progress
+        )
+    if outcome.status is TaskStatus.COMPLETED:
+        params["output"] = outcome.output or []
+        params["progress_percent"] = 100.0
+    cancelled = outcome.status is TaskStatus.CANCELLED
+    row = (_FINISH_CANCELLED if cancelled else _FINISH).first(conn, **params)
     if row is None:
-        if outcome.status is not TaskStatus.CANCELLED:
+        if not cancelled:
             return finish(
                 conn,
                 Finish(
@@ -240,32 +297,32 @@ def finish(conn: Connection, outcome: Finish, now: int) -> Task | None:
         return None
     task = Task.from_mapping(row)
     _leave_running(conn, [task])
+    event_type = EventType.REQUEUED if requeue else TERMINAL_EVENT[outcome.status]
     events.append(conn, [task], event_type, now)
     return task
+
+
+_RELEASE = Prepared(
+    update(tasks)
+    .where(_FENCE)
+    .values(
+        status=TaskStatus.QUEUED.value,
+        attempts=tasks.c.attempts - 1,
+        worker_id=None,
+        lease_expires_at=None,
+        run_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        event_seq=tasks.c.event_seq + 1,
+    )
+    .returning(tasks)
+)
 
 
 def release(conn: Connection, leases: Sequence[Lease], now: int) -> list[Task]:
     """Put running tasks back in the queue without spending their attempt (drain)."""
     released: list[Task] = []
     for lease in leases:
-        row = (
-            conn.execute(
-                update(tasks)
-                .where(_fenced(lease))
-                .values(
-                    status=TaskStatus.QUEUED,
-                    attempts=tasks.c.attempts - 1,
-                    worker_id=None,
-                    lease_expires_at=None,
-                    run_at=now,
-                    updated_at=now,
-                    event_seq=tasks.c.event_seq + 1,
-                )
-                .returning(tasks)
-            )
-            .mappings()
-            .first()
-        )
+        row = _RELEASE.first(conn, now=now, **_fence(lease))
         if row is not None:
             released.append(Task.from_mapping(row))
     _leave_running(conn, released)
@@ -273,22 +330,24 @@ def release(conn: Connection, leases: Sequence[Lease], now: int) -> list[Task]:
     return released
 
 
-def renew(conn: Connection, leases: Sequence[Lease], now: int, lease_us: int) -> list[Task]:
-    """Extend the leases still held; returns those tasks (the others were lost)."""
-    held: list[Task] = []
+_RENEW = Prepared(
+    update(tasks)
+    .where(_FENCE)
+    .values(lease_expires_at=bindparam("lease_expires_at"))
+    .returning(tasks.c.id, tasks.c.cancel_requested_at)
+)
+
+
+def renew(
+    conn: Connection, leases: Sequence[Lease], now: int, lease_us: int
+) -> dict[str, int | None]:
+    """Extend the leases still held. Returns, for each task still held, when its
+    cancellation was asked for (None if it was not); the others were lost."""
+    held: dict[str, int | None] = {}
     for lease in leases:
-        row = (
-            conn.execute(
-                update(tasks)
-                .where(_fenced(lease))
-                .values(lease_expires_at=now + lease_us)
-                .returning(tasks)
-            )
-            .mappings()
-            .first()
-        )
+        row = _RENEW.first(conn, lease_expires_at=now + lease_us, **_fence(lease))
         if row is not None:
-            held.append(Task.from_mapping(row))
+            held[row["id"]] = row["cancel_requested_at"]
     return held
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import insert as sql_insert
+from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgate.core.models import Event, Task
 from taskgate.core.states import EventType, TaskStatus
 from taskgate.store import events
-from taskgate.store.dialects import insert_or_ignore
 from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
 from taskgate.store.tables import events as events_table
@@ -19,27 +20,35 @@ QUEUE_POSITION_CAP = 10_000
 _TERMINAL = [TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value]
 
 
+_INSERT = Prepared(sql_insert(tasks))
+_INSERT_UNLESS_KEY_USED = {
+    dialect: Prepared(
+        module.insert(tasks).on_conflict_do_nothing(
+            index_elements=["account_id", "out_task_id"],
+            index_where=tasks.c.out_task_id.isnot(None),
+        )
+    )
+    for dialect, module in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+
+
 def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
     """Insert a new task and its ``task.created`` event.
 
     With an ``out_task_id`` that the account already used, nothing is written and
-    the existing task is returned with False.
+    the existing task is returned with False. A concurrent duplicate waits for the
+    first transaction and then does nothing (it committed) or inserts (it rolled
+    back), unlike a check-then-insert.
     """
     values = task.to_dict()
     if task.out_task_id is not None:
-        inserted = insert_or_ignore(
-            conn,
-            tasks,
-            values,
-            index_elements=["account_id", "out_task_id"],
-            index_where=tasks.c.out_task_id.isnot(None),
-        )
+        inserted = _INSERT_UNLESS_KEY_USED[conn.dialect.name].execute(conn, **values)
         if not inserted:
             existing = get_by_out_task_id(conn, task.account_id, task.out_task_id)
             assert existing is not None, "conflicting row must exist"
             return existing, False
     else:
-        conn.execute(tasks.insert().values(**values))
+        _INSERT.execute(conn, **values)
     events.append(conn, [task], EventType.CREATED, task.created_at)
     return task, True
 
@@ -60,16 +69,16 @@ def get(conn: Connection, task_id: str, account_id: str | None = None) -> Task |
     return Task.from_mapping(row) if row is not None else None
 
 
-def get_by_out_task_id(conn: Connection, account_id: str, out_task_id: str) -> Task | None:
-    row = (
-        conn.execute(
-            select(tasks).where(
-                tasks.c.account_id == account_id, tasks.c.out_task_id == out_task_id
-            )
-        )
-        .mappings()
-        .first()
+_GET_BY_OUT_TASK_ID = Prepared(
+    select(tasks).where(
+        tasks.c.account_id == bindparam("account_id"),
+        tasks.c.out_task_id == bindparam("out_task_id"),
     )
+)
+
+
+def get_by_out_task_id(conn: Connection, account_id: str, out_task_id: str) -> Task | None:
+    row = _GET_BY_OUT_TASK_ID.first(conn, account_id=account_id, out_task_id=out_task_id)
     return Task.from_mapping(row) if row is not None else None
 
 
@@ -162,52 +171,47 @@ def delete_terminal(conn: Connection, task_id: str) -> None:
     conn.execute(events_table.delete().where(events_table.c.task_id == task_id))
 
 
+def _bounded_count(condition: Any) -> Prepared:
+    return Prepared(
+        select(func.count()).select_from(
+            select(tasks.c.id).where(condition).limit(bindparam("cap")).subquery()
+        )
+    )
+
+
+_QUEUED_IN = (tasks.c.account_id == bindparam("account_id")) & (
+    tasks.c.status == TaskStatus.QUEUED.value
+)
+# Two range scans of the claim index (higher priority; same priority and older),
+# each stopping at the cap, rather than one scan filtered by an OR.
+_AHEAD_HIGHER = _bounded_count(_QUEUED_IN & (tasks.c.priority > bindparam("priority")))
+_AHEAD_SAME = _bounded_count(
+    _QUEUED_IN & (tasks.c.priority == bindparam("priority")) & (tasks.c.id < bindparam("id"))
+)
+_QUEUED = _bounded_count(_QUEUED_IN)
+_ACCOUNT_TURNS = Prepared(select(accounts.c.id, accounts.c.last_claim_at))
+
+
 def queue_position(conn: Connection, task: Task) -> tuple[int, int]:
     """(tasks claimed before this one, of them in its own account), both capped.
 
     Claims take turns between accounts, so before this task, which has ``k``
     queued tasks ahead of it in its account, each other account gets up to ``k``
-    of its own queued tasks claimed.
+    of its own queued tasks claimed (``k + 1`` if its turn comes first).
     """
-    ahead_condition = or_(
-        tasks.c.priority > task.priority,
-        and_(tasks.c.priority == task.priority, tasks.c.id < task.id),
-    )
-    own = conn.execute(
-        select(func.count()).select_from(
-            select(tasks.c.id)
-            .where(
-                tasks.c.account_id == task.account_id,
-                tasks.c.status == TaskStatus.QUEUED,
-                ahead_condition,
-            )
-            .limit(QUEUE_POSITION_CAP)
-            .subquery()
-        )
-    ).scalar_one()
-    # Round robin: accounts whose turn comes before this account's get one more.
-    mine = conn.execute(
-        select(accounts.c.last_claim_at).where(accounts.c.id == task.account_id)
-    ).scalar_one()
+    params = {"account_id": task.account_id, "priority": task.priority, "id": task.id}
+    own = int(_AHEAD_HIGHER.scalar(conn, cap=QUEUE_POSITION_CAP, **params))
+    if own < QUEUE_POSITION_CAP:
+        own += int(_AHEAD_SAME.scalar(conn, cap=QUEUE_POSITION_CAP - own, **params))
+    turns = {row["id"]: row["last_claim_at"] for row in _ACCOUNT_TURNS.all(conn)}
+    mine = _turn_key(turns.pop(task.account_id, None), task.account_id)
     total = own
-    others = conn.execute(
-        select(accounts.c.id, accounts.c.last_claim_at).where(accounts.c.id != task.account_id)
-    ).all()
-    for other_id, other_last in others:
+    for other_id, other_last in turns.items():
         if total >= QUEUE_POSITION_CAP:
             break
-        first = _turn_key(other_last, other_id) < _turn_key(mine, task.account_id)
-        cap = own + 1 if first else own
-        if cap == 0:
-            continue
-        total += conn.execute(
-            select(func.count()).select_from(
-                select(tasks.c.id)
-                .where(tasks.c.account_id == other_id, tasks.c.status == TaskStatus.QUEUED)
-                .limit(cap)
-                .subquery()
-            )
-        ).scalar_one()
+        cap = own + 1 if _turn_key(other_last, other_id) < mine else own
+        if cap:
+            total += int(_QUEUED.scalar(conn, account_id=other_id, cap=cap))
     return min(total, QUEUE_POSITION_CAP), own
 
 

@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import shutil
+import signal
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -163,6 +164,8 @@ async def _await(awaitable: Any) -> Any:
 def main(conn: Connection, cancel: MpEvent, modules: list[str], log_level: str) -> None:
     """Entry point of an executor process."""
     die_with_parent()
+    # Ctrl-C reaches the whole process group; the worker decides when handlers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [executor] %(message)s"
     )

@@ -484,14 +484,12 @@ class WorkerRuntime:
             return
         leases = list(running)
         held = await self.db.write(lambda conn: queue.renew(conn, leases, now_us(), self._lease_us))
-        held_ids = {task.id: task for task in held}
         for lease, slot in running.items():
-            task = held_ids.get(lease.task_id)
             if slot.running is None or slot.running.lease != lease:
                 continue
-            if task is None:
+            if lease.task_id not in held:
                 log.warning("lease lost; stopping the local run [task_id=%s]", lease.task_id)
                 self._stop_running(slot)
                 self._replace(slot)
-            elif task.cancel_requested_at is not None:
-                self._request_cancel(slot, slot.running, task.cancel_requested_at)
+            elif (requested_at := held[lease.task_id]) is not None:
+                self._request_cancel(slot, slot.running, requested_at)
