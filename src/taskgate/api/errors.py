@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from taskgate.api.context import request_id
 from taskgate.core.errors import TaskgateError
@@ -95,7 +96,25 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = "No such route."
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route with this path.
+        headers = {**(headers or {}), "Allow": _allowed_methods(_request)}
     return error_response(exc.status_code, code, message, headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in routes
+        )
+    )
 
 
 async def _unhandled(_request: Request, exc: Exception) -> Response:

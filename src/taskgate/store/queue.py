@@ -256,6 +256,25 @@ _FINISH_CANCELLED = _finish_statement(unless_cancel_requested=False)
 
 def finish(conn: Connection, outcome: Finish, now: int) -> Task | None:
     """Apply one attempt's outcome; None if the worker no longer holds the task."""
+    done = finish_many(conn, [outcome], now)
+    return done[0] if done else None
+
+
+def finish_many(conn: Connection, outcomes: Sequence[Finish], now: int) -> list[Task]:
+    """Apply attempts' outcomes; returns the tasks changed (the others were no
+    longer held by their workers)."""
+    changed: list[tuple[Task, EventType]] = []
+    for outcome in outcomes:
+        applied = _apply(conn, outcome, now)
+        if applied is not None:
+            changed.append(applied)
+    _leave_running(conn, [task for task, _ in changed])
+    for event_type in dict.fromkeys(kind for _, kind in changed):
+        events.append(conn, [task for task, kind in changed if kind is event_type], event_type, now)
+    return [task for task, _ in changed]
+
+
+def _apply(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType] | None:
     requeue = outcome.status is TaskStatus.QUEUED
     params: dict[str, Any] = {
         "status": outcome.status.value,
@@ -281,25 +300,23 @@ def finish(conn: Connection, outcome: Finish, now: int) -> Task | None:
         params["progress_percent"] = 100.0
     cancelled = outcome.status is TaskStatus.CANCELLED
     row = (_FINISH_CANCELLED if cancelled else _FINISH).first(conn, **params)
-    if row is None:
-        if not cancelled:
-            return finish(
-                conn,
-                Finish(
-                    outcome.lease,
-                    TaskStatus.CANCELLED,
-                    usage=outcome.usage,
-                    warnings=outcome.warnings,
-                    progress=outcome.progress,
-                ),
-                now,
-            )
+    if row is not None:
+        kind = EventType.REQUEUED if requeue else TERMINAL_EVENT[outcome.status]
+        return Task.from_mapping(row), kind
+    if cancelled:
         return None
-    task = Task.from_mapping(row)
-    _leave_running(conn, [task])
-    event_type = EventType.REQUEUED if requeue else TERMINAL_EVENT[outcome.status]
-    events.append(conn, [task], event_type, now)
-    return task
+    # Either the lease is gone, or a cancel was asked for while the attempt ran.
+    return _apply(
+        conn,
+        Finish(
+            outcome.lease,
+            TaskStatus.CANCELLED,
+            usage=outcome.usage,
+            warnings=outcome.warnings,
+            progress=outcome.progress,
+        ),
+        now,
+    )
 
 
 _RELEASE = Prepared(
@@ -351,6 +368,14 @@ def renew(
     return held
 
 
+MAX_RETRY_DELAY_US = 600 * 1_000_000
+
+
+def retry_delay_us(base_us: int, attempt: int) -> int:
+    """Exponential backoff after the given attempt: base, 2×base, 4×base… ≤ 10 min."""
+    return int(min(base_us * 2 ** (attempt - 1), MAX_RETRY_DELAY_US))
+
+
 def recover_expired(conn: Connection, now: int, backoff_us: int, batch: int = 500) -> list[Task]:
     """Tasks whose lease ran out: retried while attempts are left (``worker_lost``
     is retryable), else failed; a task whose cancel was asked for is cancelled."""
@@ -362,7 +387,7 @@ def recover_expired(conn: Connection, now: int, backoff_us: int, batch: int = 50
             .limit(batch)
         ).mappings()
     ]
-    changed: list[Task] = []
+    changed: list[Finish] = []
     for task in expired:
         assert task.worker_id is not None
         lease = Lease(task.id, task.worker_id, task.attempts)
@@ -374,14 +399,12 @@ def recover_expired(conn: Connection, now: int, backoff_us: int, batch: int = 50
         if task.cancel_requested_at is not None:
             outcome = Finish(lease, TaskStatus.CANCELLED)
         elif task.attempts < task.max_attempts:
-            retry_at = now + backoff_us * (2 ** (task.attempts - 1))
+            retry_at = now + retry_delay_us(backoff_us, task.attempts)
             outcome = Finish(lease, TaskStatus.QUEUED, error=error, retry_at=retry_at)
         else:
             outcome = Finish(lease, TaskStatus.FAILED, error=error)
-        done = finish(conn, outcome, now)
-        if done is not None:
-            changed.append(done)
-    return changed
+        changed.append(outcome)
+    return finish_many(conn, changed, now)
 
 
 def unfinished_counts(conn: Connection) -> dict[str, int]:

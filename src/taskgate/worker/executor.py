@@ -87,12 +87,11 @@ def run_assignment(
             },
         }
     work = Path(job.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     ctx: Context[Any] = Context(
         input=None,
         task_id=job.task_id,
         attempt=job.attempt,
-        output_dir=work,
+        _work_dir=work,
         _channel=_PipeChannel(conn, cancel, job.task_id, job.attempt),
         log=logging.getLogger(f"taskgate.workflow.{job.workflow}"),
     )
@@ -151,7 +150,8 @@ def run_assignment(
             },
         }
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
     report["usage"] = dict(ctx._usage) or None
     report["warnings"] = list(ctx._warnings) or None
     return report

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 # Progress is stored at most this often per task; the last update is always stored.
 PROGRESS_INTERVAL = 0.5
-MAX_BACKOFF_SECONDS = 600.0
 
 
 @dataclass
@@ -53,8 +52,11 @@ class Running:
     task: Task
     started: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
+    # The latest progress not yet stored, and when storing the next is allowed.
     pending_progress: tuple[float, str | None, str | None] | None = None
     progress_due: float = 0.0
+    progress_timer: bool = False
+    finished: bool = False
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
@@ -95,7 +97,8 @@ class WorkerRuntime:
         self._stopping = asyncio.Event()
         self._draining = False
         self._finished: list[Finish] = []
-        self._progress: list[tuple[Lease, tuple[float, str | None, str | None]]] = []
+        # Running tasks whose pending progress may be stored at the next tick.
+        self._progress_due: dict[Lease, Running] = {}
         self._cancel_notices: set[str] = set()
         self._lease_us = to_us(settings.lease_seconds)
         self._listener: Listener | None = None
@@ -249,30 +252,25 @@ class WorkerRuntime:
     def _on_progress(
         self, running: Running, progress: tuple[float, str | None, str | None]
     ) -> None:
-        now = time.monotonic()
-        if now >= running.progress_due and running.pending_progress is None:
-            self._progress.append((running.lease, progress))
-            running.progress_due = now + PROGRESS_INTERVAL
-            self._kick.set()
-            return
-        if running.pending_progress is None:
-            assert self._loop is not None
-            running.timers.append(
-                self._loop.call_at(
-                    self._loop.time() + max(0.0, running.progress_due - now),
-                    self._flush_progress,
-                    running,
-                )
-            )
+        # Stored at the next tick, at most every PROGRESS_INTERVAL per task; an
+        # outcome that arrives first carries the latest progress instead.
         running.pending_progress = progress
+        now = time.monotonic()
+        if now >= running.progress_due:
+            self._progress_due[running.lease] = running
+            self._kick.set()
+        elif not running.progress_timer:
+            assert self._loop is not None
+            running.progress_timer = True
+            running.timers.append(
+                self._loop.call_later(running.progress_due - now, self._progress_timer, running)
+            )
 
-    def _flush_progress(self, running: Running) -> None:
-        if running.pending_progress is None:
-            return
-        self._progress.append((running.lease, running.pending_progress))
-        running.pending_progress = None
-        running.progress_due = time.monotonic() + PROGRESS_INTERVAL
-        self._kick.set()
+    def _progress_timer(self, running: Running) -> None:
+        running.progress_timer = False
+        if running.pending_progress is not None:
+            self._progress_due[running.lease] = running
+            self._kick.set()
 
     # -- outcomes ----------------------------------------------------------------
 
@@ -298,13 +296,10 @@ class WorkerRuntime:
     def _failure(self, running: Running, error: dict[str, Any]) -> Finish:
         task = running.task
         if error.get("retryable") and running.lease.attempt < task.max_attempts:
-            delay = min(
-                self.settings.retry_backoff_seconds * 2 ** (running.lease.attempt - 1),
-                MAX_BACKOFF_SECONDS,
+            delay = queue.retry_delay_us(
+                to_us(self.settings.retry_backoff_seconds), running.lease.attempt
             )
-            return Finish(
-                running.lease, TaskStatus.QUEUED, error=error, retry_at=now_us() + to_us(delay)
-            )
+            return Finish(running.lease, TaskStatus.QUEUED, error=error, retry_at=now_us() + delay)
         return Finish(running.lease, TaskStatus.FAILED, error=error)
 
     def _stop_running(self, slot: Slot) -> None:
@@ -313,13 +308,20 @@ class WorkerRuntime:
             return
         for timer in running.timers:
             timer.cancel()
+        running.finished = True
         slot.running = None
 
     # -- scheduling --------------------------------------------------------------
 
     async def _tick(self, *, claim: bool) -> None:
         finished, self._finished = self._finished, []
-        progress, self._progress = self._progress, []
+        progress = []
+        for running in self._progress_due.values():
+            if running.pending_progress is not None and not running.finished:
+                progress.append((running.lease, running.pending_progress))
+                running.pending_progress = None
+                running.progress_due = time.monotonic() + PROGRESS_INTERVAL
+        self._progress_due.clear()
         free = [slot for slot in self.slots if slot.idle] if claim and not self._draining else []
         if not finished and not progress and not free:
             return
@@ -327,13 +329,9 @@ class WorkerRuntime:
         lease_us = self._lease_us
 
         def write(conn: Conn) -> tuple[list[Task], list[Task]]:
-            done: list[Task] = []
             for lease, (percent, stage, message) in progress:
                 queue.record_progress(conn, lease, percent, stage, message, now)
-            for outcome in finished:
-                task = queue.finish(conn, outcome, now)
-                if task is not None:
-                    done.append(task)
+            done = queue.finish_many(conn, finished, now) if finished else []
             claimed = (
                 queue.claim(
                     conn,
@@ -353,7 +351,7 @@ class WorkerRuntime:
         except Exception:
             # Keep the outcomes: they are applied by the next tick.
             self._finished[:0] = finished
-            self._progress[:0] = progress
+            # (progress is dropped: newer progress or the outcome supersedes it)
             raise
         for task in done:
             log.info(

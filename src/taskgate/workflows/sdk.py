@@ -141,7 +141,7 @@ class Context(Generic[InputT]):
     input: InputT
     task_id: str
     attempt: int
-    output_dir: Path
+    _work_dir: Path
     _channel: Channel
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("taskgate.workflow"))
     _usage: dict[str, float] = field(default_factory=dict)
@@ -172,6 +172,14 @@ class Context(Generic[InputT]):
     def warn(self, code: str, message: str, field: str | None = None) -> None:
         """Attach a warning to the task (it still completes)."""
         self._warnings.append({"code": code, "message": message, "field": field})
+
+    @property
+    def output_dir(self) -> Path:
+        """A private scratch directory for this attempt (created on first use).
+
+        Only files named through :meth:`output_file` become outputs."""
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        return self._work_dir
 
     def output_file(self, name: str, content_type: str | None = None) -> Path:
         """A path to write an output file to; the file becomes part of the output."""
