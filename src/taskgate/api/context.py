@@ -1,16 +1,5 @@
-"""The request id of the request being served, for logs."""
+"""The request id of the request being served, for logs and error bodies."""
 
-from __future__ import annotations
+from taskgate.logs import RequestIdFilter, request_id
 
-import contextvars
-import logging
-
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` to every log record (``-`` outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get() or "-"
-        return True
+__all__ = ["RequestIdFilter", "request_id"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from taskgate import logs
 from taskgate.worker.procutil import die_with_parent
 from taskgate.workflows.registry import Registry
 from taskgate.workflows.sdk import Cancelled, Context, WorkflowError
@@ -135,11 +136,10 @@ def run_assignment(
         }
     except Exception as exc:
         log.error(
-            "handler of %s raised [task_id=%s attempt=%s]\n%s",
+            "handler of %s raised\n%s",
             job.workflow,
-            job.task_id,
-            job.attempt,
             traceback.format_exc(),
+            extra={"task_id": job.task_id, "attempt": job.attempt},
         )
         report = {
             "status": "failed",
@@ -161,14 +161,14 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def main(conn: Connection, cancel: MpEvent, modules: list[str], log_level: str) -> None:
+def main(
+    conn: Connection, cancel: MpEvent, modules: list[str], log_level: str, log_format: str
+) -> None:
     """Entry point of an executor process."""
     die_with_parent()
     # Ctrl-C reaches the whole process group; the worker decides when handlers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [executor] %(message)s"
-    )
+    logs.configure(log_level, log_format)
     registry = Registry.load(modules)
     conn.send(("ready", os.getpid()))
     while True:

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
 
 
+def _context(lease: Lease) -> dict[str, object]:
+    return {"task_id": lease.task_id, "attempt": lease.attempt}
+
+
 @dataclass
 class Running:
     lease: Lease
@@ -177,7 +181,13 @@ class WorkerRuntime:
         cancel = self._mp.Event()
         process = self._mp.Process(
             target=executor.main,
-            args=(child, cancel, list(self.settings.workflows), self.settings.log_level),
+            args=(
+                child,
+                cancel,
+                list(self.settings.workflows),
+                self.settings.log_level,
+                self.settings.log_format,
+            ),
             name=f"taskgate-executor-{slot.index}",
             daemon=True,
         )
@@ -355,11 +365,10 @@ class WorkerRuntime:
             raise
         for task in done:
             log.info(
-                "task %s %s [task_id=%s attempt=%d]",
+                "task %s %s",
                 task.workflow,
                 task.status,
-                task.id,
-                task.attempts,
+                extra={"task_id": task.id, "attempt": task.attempts},
             )
             TASKS_FINISHED.labels(task.workflow, task.status.value).inc()
             if task.started_at is not None:
@@ -390,14 +399,16 @@ class WorkerRuntime:
         running.timers.append(
             self._loop.call_later(task.timeout_seconds, self._on_timeout, slot, running)
         )
-        log.info("task %s started [task_id=%s attempt=%d]", task.workflow, task.id, task.attempts)
+        log.info(
+            "task %s started", task.workflow, extra={"task_id": task.id, "attempt": task.attempts}
+        )
         if task.cancel_requested_at is not None or task.id in self._cancel_notices:
             self._request_cancel(slot, running, task.cancel_requested_at)
 
     def _on_timeout(self, slot: Slot, running: Running) -> None:
         if slot.running is not running:
             return
-        log.warning("task timed out [task_id=%s]", running.lease.task_id)
+        log.warning("task timed out", extra=_context(running.lease))
         self._stop_running(slot)
         self._replace(slot)
         error = {
@@ -439,12 +450,12 @@ class WorkerRuntime:
         elapsed = 0.0 if requested_at is None else max(0.0, (now_us() - requested_at) / 1e6)
         grace = max(0.0, self.settings.cancel_grace_seconds - elapsed)
         running.timers.append(self._loop.call_later(grace, self._on_grace_over, slot, running))
-        log.info("cancel requested [task_id=%s]", running.lease.task_id)
+        log.info("cancel requested", extra=_context(running.lease))
 
     def _on_grace_over(self, slot: Slot, running: Running) -> None:
         if slot.running is not running:
             return
-        log.warning("handler ignored cancellation; stopping it [task_id=%s]", running.lease.task_id)
+        log.warning("handler ignored cancellation; stopping it", extra=_context(running.lease))
         self._stop_running(slot)
         self._replace(slot)
         self._finished.append(
@@ -467,9 +478,9 @@ class WorkerRuntime:
                 )
                 for task in recovered:
                     log.warning(
-                        "recovered task from a lost worker: now %s [task_id=%s]",
+                        "recovered task from a lost worker: now %s",
                         task.status,
-                        task.id,
+                        extra={"task_id": task.id, "attempt": task.attempts},
                     )
                 if recovered:
                     self._kick.set()
@@ -486,7 +497,7 @@ class WorkerRuntime:
             if slot.running is None or slot.running.lease != lease:
                 continue
             if lease.task_id not in held:
-                log.warning("lease lost; stopping the local run [task_id=%s]", lease.task_id)
+                log.warning("lease lost; stopping the local run", extra=_context(lease))
                 self._stop_running(slot)
                 self._replace(slot)
             elif (requested_at := held[lease.task_id]) is not None:
