@@ -21,7 +21,10 @@ SUPPORT = Path(__file__).parent / "support"
 
 
 def wait_until(
-    condition: Callable[[], T | None | bool], *, timeout: float = 10.0, interval: float = 0.01,
+    condition: Callable[[], T | bool | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
     message: str = "condition",
 ) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
@@ -64,7 +67,9 @@ def test_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(data_dir: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    data_dir: Path, *args: str, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run ``taskgate ARGS`` against a data dir."""
     result = subprocess.run(
         [sys.executable, "-m", "taskgate", *args],
@@ -146,8 +151,6 @@ def start_server(
             return False
 
     wait_until(up, timeout=timeout, interval=0.05, message="the server to answer /healthz")
-    wait_until(
-        lambda: any("listening" in line for line in lines), timeout=5, message="the banner"
-    )
+    wait_until(lambda: any("listening" in line for line in lines), timeout=5, message="the banner")
     key = next((line.strip() for line in lines if line.strip().startswith("tg_live_")), None)
     return ServerProcess(process, base_url, data_dir, key, log_path, lines)
