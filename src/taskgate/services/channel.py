@@ -76,13 +76,20 @@ class Listener:
 
     def __init__(self, data_dir: Path, role: str, name: str) -> None:
         directory = channel_dir(data_dir) / role
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / f"{name}.sock"
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self._sock.bind(str(self.path))
+        for attempt in range(5):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            try:
+                self._sock.bind(str(self.path))
+                break
+            except FileNotFoundError:
+                # Another listener's close removed the empty directory meanwhile.
+                if attempt == 4:
+                    raise
         self._sock.setblocking(False)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -106,3 +113,7 @@ class Listener:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        # Leave no empty directories behind (another listener may still use them).
+        for directory in (self.path.parent, self.path.parent.parent):
+            with contextlib.suppress(OSError):
+                directory.rmdir()

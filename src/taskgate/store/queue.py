@@ -242,9 +242,11 @@ def _finish_statement(*, unless_cancel_requested: bool) -> Prepared:
             progress_stage=_keep(tasks.c.progress_stage, "progress_stage"),
             progress_message=_keep(tasks.c.progress_message, "progress_message"),
             output=_keep(tasks.c.output, "output"),
-            error=_keep(tasks.c.error, "error"),
-            usage=_keep(tasks.c.usage, "usage"),
-            warnings=_keep(tasks.c.warnings, "warnings"),
+            # Each outcome states its own error, usage and warnings: a task does not
+            # keep those of an earlier, retried attempt.
+            error=bindparam("error", type_=tasks.c.error.type),
+            usage=bindparam("usage", type_=tasks.c.usage.type),
+            warnings=bindparam("warnings", type_=tasks.c.warnings.type),
         )
         .returning(tasks)
     )

@@ -88,6 +88,9 @@ def run_assignment(
             },
         }
     work = Path(job.work_dir)
+    if work.exists():
+        # Left by an attempt that was stopped (a drain gives its attempt number back).
+        shutil.rmtree(work, ignore_errors=True)
     ctx: Context[Any] = Context(
         input=None,
         task_id=job.task_id,
