@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import os
@@ -64,7 +63,8 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
         try:
-            asyncio.run(server.serve())
+            # Server.run picks the event loop the config asks for (uvloop when installed).
+            server.run()
         finally:
             if worker is not None:
                 _stop_worker(worker, settings)

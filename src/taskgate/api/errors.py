@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -50,7 +50,7 @@ def error_response(
         body["details"] = details
     body["request_id"] = request_id.get()
     return Response(
-        content=json.dumps({"error": body}),
+        content=orjson.dumps({"error": body}),
         status_code=status,
         media_type="application/json",
         headers=headers,

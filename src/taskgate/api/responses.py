@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from fastapi.responses import Response
 
 from taskgate.api.errors import error_response
@@ -25,7 +25,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        content=json.dumps(body, separators=(",", ":")),
+        content=orjson.dumps(body),
         status_code=status,
         media_type="application/json",
         headers=headers,

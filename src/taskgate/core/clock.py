@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 
@@ -18,10 +19,14 @@ def to_us(seconds: float) -> int:
 
 def iso(us: int | None) -> str | None:
     """``2026-11-22T07:47:14.123456Z`` or None."""
-    if us is None:
-        return None
-    dt = datetime.fromtimestamp(us / MICROS, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if us is None else _iso(us)
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso(us: int) -> str:
+    # Cached: a polled task is formatted with the same few timestamps again and again.
+    seconds, micros = divmod(us, MICROS)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 def parse_iso(value: str) -> int:

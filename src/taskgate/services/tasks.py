@@ -110,6 +110,43 @@ class TaskService:
 
         Returns the task and whether it was created now.
         """
+        task = self._new_task(account_id, workflow_name, req, idempotency_key)
+
+        def write(conn: Conn) -> tuple[Task, bool]:
+            if task.out_task_id is not None:
+                existing = repo.get_by_out_task_id(conn, account_id, task.out_task_id)
+                if existing is not None:
+                    return existing, False
+            return repo.insert(conn, task)
+
+        stored, created = await self._db.write(write)
+        if not created and stored.request_hash != task.request_hash:
+            raise IdempotencyConflict(
+                "This idempotency key was used for a different request.", param="out_task_id"
+            )
+        if created:
+            self._channel.publish(WORKER, b"t")
+        return await self._view(stored), created
+
+    async def submit_many(
+        self, account_id: str, workflow_name: str, requests: list[WorkflowSubmit]
+    ) -> list[Task]:
+        """Create many tasks (without idempotency keys) in one transaction: all or none."""
+        created = [self._new_task(account_id, workflow_name, req, None) for req in requests]
+
+        def write(conn: Conn) -> None:
+            for task in created:
+                repo.insert(conn, task)
+
+        await self._db.write(write)
+        if created:
+            self._channel.publish(WORKER, b"t")
+        return created
+
+    def _new_task(
+        self, account_id: str, workflow_name: str, req: WorkflowSubmit, idempotency_key: str | None
+    ) -> Task:
+        """Validate a submission and build its task (nothing written)."""
         wf = self._registry.get(workflow_name)
         if wf is None:
             raise WorkflowNotFound(workflow_name)
@@ -132,7 +169,7 @@ class TaskService:
         estimate = wf.estimate_for(value)
         input_ = value.model_dump(mode="json")
         now = now_us()
-        task = Task(
+        return Task(
             id=new_id("task"),
             account_id=account_id,
             workflow=wf.name,
@@ -170,22 +207,6 @@ class TaskService:
             cancel_requested_at=None,
             event_seq=1,
         )
-
-        def write(conn: Conn) -> tuple[Task, bool]:
-            if task.out_task_id is not None:
-                existing = repo.get_by_out_task_id(conn, account_id, task.out_task_id)
-                if existing is not None:
-                    return existing, False
-            return repo.insert(conn, task)
-
-        stored, created = await self._db.write(write)
-        if not created and stored.request_hash != task.request_hash:
-            raise IdempotencyConflict(
-                "This idempotency key was used for a different request.", param="out_task_id"
-            )
-        if created:
-            self._channel.publish(WORKER, b"t")
-        return await self._view(stored), created
 
     async def get(self, account_id: str, task_id: str) -> TaskView:
         task = await self._db.read(lambda conn: repo.get(conn, task_id, account_id))

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
@@ -29,12 +30,20 @@ T = TypeVar("T")
 Conn = Connection
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+_JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+
+
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=pool_size,
         max_overflow=pool_size,
+        **_JSON,
     )
 
     @event.listens_for(engine, "connect")
@@ -72,7 +81,9 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
             self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
         else:
-            engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+            engine = create_engine(
+                url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, **_JSON
+            )
             self.read_engine = engine
             self.write_engine = engine
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskgate-writer")

@@ -26,6 +26,13 @@ IdempotencyKey = Annotated[
 ]
 
 
+@router.get("/tasks/{task_id}", response_model=TaskObject, operation_id="get_task")
+async def get_task(task_id: str, caller: CallerDep) -> Response:
+    """A task as it stands. ``Retry-After`` suggests when to poll again."""
+    view = await caller.services.tasks.get(caller.account_id, task_id)
+    return task_response(view, caller.base_url)
+
+
 async def _submit(
     caller: Caller, workflow: str, body: WorkflowSubmit, idempotency_key: str | None
 ) -> Response:
@@ -122,13 +129,6 @@ def _time(value: str | None, param: str) -> int | None:
 async def query_task(body: TaskQuery, caller: CallerDep) -> Response:
     """Find a task by ``task_id`` or by ``out_task_id`` (exactly one)."""
     view = await caller.services.tasks.query(caller.account_id, body.task_id, body.out_task_id)
-    return task_response(view, caller.base_url)
-
-
-@router.get("/tasks/{task_id}", response_model=TaskObject, operation_id="get_task")
-async def get_task(task_id: str, caller: CallerDep) -> Response:
-    """A task as it stands. ``Retry-After`` suggests when to poll again."""
-    view = await caller.services.tasks.get(caller.account_id, task_id)
     return task_response(view, caller.base_url)
 
 
