@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
 from taskgate import __version__
@@ -42,6 +44,9 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
         version=__version__,
         description="A self-hosted asynchronous task API for generative media.",
         lifespan=lifespan,
+        # taskgate exports Prometheus metrics itself; FastAPI's OpenTelemetry hooks
+        # would only cost a check per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     app.state.base_url = base_url.rstrip("/")
@@ -53,6 +58,7 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
     app.include_router(ops.router)
     docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     app.router.routes.sort(key=lambda route: getattr(route, "path", None) in docs)
+    _document_bearer_auth(app)
     if services.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -62,6 +68,30 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
             expose_headers=["X-Request-Id", "Retry-After"],
         )
     return Edge(app, max_body_bytes=services.settings.max_body_bytes, access_log=access_log)
+
+
+def _document_bearer_auth(app: FastAPI) -> None:
+    """Declare in the OpenAPI document that every /v1 route takes a bearer key."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "tg_live_… key"}
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _flush_key_use(services: Services) -> None:

@@ -7,6 +7,7 @@ that every response, a 500 included, carries ``X-Request-Id``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 
@@ -16,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskgate.api.context import request_id
 from taskgate.api.errors import error_response
 from taskgate.core.errors import PayloadTooLarge
-from taskgate.core.ids import new_id
 from taskgate.metrics import HTTP_LATENCY
 
 log = logging.getLogger("taskgate.access")
@@ -38,7 +38,18 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _request_id(scope)
+        rid = None
+        content_type = b""
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if _VALID_REQUEST_ID.match(candidate) else None
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else None
+        rid = rid or "req_" + os.urandom(12).hex()
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500
@@ -53,7 +64,9 @@ class Edge:
             await send(message)
 
         try:
-            limited = self._limit(scope, receive)
+            limited: Receive | None = receive
+            if scope["method"] in _WITH_BODY or length:
+                limited = self._limit(scope, receive, content_type, length)
             if limited is None:
                 await error_response(413, "body_too_large", self._too_large_message())(
                     scope, receive, send_with_id
@@ -76,22 +89,14 @@ class Edge:
     def _too_large_message(self) -> str:
         return f"The request body is larger than {self.max_body_bytes} bytes."
 
-    def _limit(self, scope: Scope, receive: Receive) -> Receive | None:
+    def _limit(
+        self, scope: Scope, receive: Receive, content_type: bytes, length: int | None
+    ) -> Receive | None:
         """The receive channel, counting bytes; None if Content-Length is already too big.
 
         Multipart uploads to the upload routes are exempt: those enforce their own
         limit while streaming.
         """
-        content_type = b""
-        length: int | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
         if content_type.startswith(b"multipart/") and scope["path"] in _UPLOAD_PATHS:
             return receive
         if not content_type.startswith(b"application/json") and scope["method"] in _WITH_BODY:
@@ -115,13 +120,3 @@ class Edge:
             return message
 
         return counting
-
-
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            candidate: str = value.decode("latin-1")
-            if _VALID_REQUEST_ID.match(candidate):
-                return candidate
-            break
-    return new_id("req")

@@ -145,6 +145,12 @@ class AccountService:
         return self._db.read_sync(lambda conn: repo.keys_of(conn, owner.id))
 
     def revoke_key(self, id_or_prefix: str) -> ApiKey:
+        """Revoke a key given by its id, its prefix (as listed, ``…`` allowed) or itself."""
+        id_or_prefix = id_or_prefix.strip().rstrip("…")
+        if well_formed(id_or_prefix):
+            digest = hash_key(id_or_prefix)
+            by_hash = self._db.read_sync(lambda conn: repo.key_by_hash(conn, digest))
+            id_or_prefix = by_hash.id if by_hash is not None else id_or_prefix
         found = self._db.read_sync(lambda conn: repo.find_keys(conn, id_or_prefix))
         if not found:
             raise KeyNotFound(f"No key {id_or_prefix!r}.")

@@ -1,0 +1,168 @@
+"""Shared pieces of the HTTP API acceptance tests: one error-shape check, accounts
+made with the real CLI, and helpers that read the task list back to prove that a
+rejected request wrote nothing."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import ServerProcess, run_cli, start_server, wait_until
+
+TASK_ID = re.compile(r"^task_[0-9A-HJKMNP-TV-Z]{26}$")
+ACCOUNT_ID = re.compile(r"^acct_[0-9A-HJKMNP-TV-Z]{26}$")
+KEY_ID = re.compile(r"key_[0-9A-HJKMNP-TV-Z]{26}")
+API_KEY = re.compile(r"^tg_live_[A-Za-z0-9]{38}$")
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+_ERROR_FIELDS = frozenset({"code", "message", "param", "details", "request_id"})
+_UNSET: Any = object()
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, param: Any = _UNSET
+) -> dict[str, Any]:
+    """The one error shape: ``{"error": {"code", "message", "param"?, "details"?,
+    "request_id"}}``, its request id the one in the ``X-Request-Id`` header.
+
+    With ``param`` given (``None`` included), the error's ``param`` must equal it.
+    """
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert {"code", "message", "request_id"} <= set(error) <= _ERROR_FIELDS, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"].strip(), error
+    assert error["request_id"] == response.headers["x-request-id"], (error, response.headers)
+    if "param" in error:
+        assert isinstance(error["param"], str) and error["param"], error
+    if "details" in error:
+        assert isinstance(error["details"], dict), error
+    if param is not _UNSET:
+        assert error.get("param") == param, error
+    return error
+
+
+def parse_time(value: str) -> datetime:
+    assert ISO_UTC.match(value), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    key: str
+
+
+def create_account(
+    server: ServerProcess, prefix: str = "acct", *, concurrency: int = 4, credits: str = "100"
+) -> Account:
+    """A fresh account and key, made with the real CLI against the server's data dir."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    made = run_cli(
+        server.data_dir,
+        "accounts",
+        "create",
+        name,
+        "--credits",
+        credits,
+        "--concurrency",
+        str(concurrency),
+    )
+    account_id = made.stdout.strip()
+    assert ACCOUNT_ID.match(account_id), made.stdout
+    key = run_cli(server.data_dir, "keys", "create", account_id).stdout.strip()
+    assert API_KEY.match(key), key
+    return Account(account_id, name, key)
+
+
+def module_server(
+    tmp_path_factory: pytest.TempPathFactory, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Body of a module-scoped server fixture."""
+    proc = start_server(tmp_path_factory.mktemp("srv") / "data", *args, env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def list_all(http: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    """Every task the list returns, walking the cursor to the end."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(1000):
+        query = {"limit": 100, **params}
+        if cursor:
+            query["cursor"] = cursor
+        page = http.get("/v1/tasks", params=query)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found.extend(body["data"])
+        if not body["has_more"]:
+            assert body["next_cursor"] is None, body
+            return found
+        cursor = body["next_cursor"]
+    raise AssertionError("the list never ended")
+
+
+def task_ids(http: httpx.Client, **params: Any) -> list[str]:
+    return [task["id"] for task in list_all(http, **params)]
+
+
+def stable(task: dict[str, Any]) -> dict[str, Any]:
+    """A task without the fields derived at read time (queue place, ETA)."""
+    return {
+        key: value
+        for key, value in task.items()
+        if key not in ("queue_position", "estimated_seconds", "estimated_completion")
+    }
+
+
+def submit(
+    http: httpx.Client, workflow: str = "wait", status: int = 201, **body: Any
+) -> dict[str, Any]:
+    response = http.post("/v1/tasks", json={"workflow": workflow, **body})
+    assert response.status_code == status, response.text
+    task: dict[str, Any] = response.json()
+    return task
+
+
+def wait_status(
+    http: httpx.Client, task_id: str, statuses: Iterable[str], timeout: float = 20
+) -> dict[str, Any]:
+    wanted = frozenset(statuses)
+
+    def reached() -> dict[str, Any] | None:
+        response = http.get(f"/v1/tasks/{task_id}")
+        assert response.status_code == 200, response.text
+        task: dict[str, Any] = response.json()
+        return task if task["status"] in wanted else None
+
+    found: dict[str, Any] = wait_until(
+        reached, timeout=timeout, interval=0.02, message=f"{task_id} to be {sorted(wanted)}"
+    )
+    return found
+
+
+def cancel_quietly(http: httpx.Client, task_ids_: Iterable[str]) -> None:
+    """Frees worker slots at the end of a test; errors do not matter here."""
+    for task_id in task_ids_:
+        http.post(f"/v1/tasks/{task_id}/cancel")
+
+
+def data_files(data_dir: Path) -> list[Path]:
+    """The SQLite database and its WAL and shared-memory files."""
+    return sorted(data_dir.glob("taskgate.db*"))
