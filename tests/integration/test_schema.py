@@ -60,7 +60,7 @@ def test_every_index_is_built_as_declared(services: Services) -> None:
     # partial conditions are part of what was compared.
     assert "priority desc" in declared["ix_tasks_claim"]
     assert "where status = 'queued'" in declared["ix_tasks_claim"]
-    assert "where status = 'running'" in declared["ix_tasks_worker"]
+    assert "where status = 'running'" in declared["ix_tasks_lease"]
 
 
 def test_check_constraints_are_built_as_declared(services: Services) -> None:

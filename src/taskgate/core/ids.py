@@ -12,16 +12,10 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every 10-bit value as its two base32 digits: a ULID is 13 look-ups.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _lock = threading.Lock()
 _last = (0, 0)
-
-
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
 
 
 def ulid() -> str:
@@ -33,11 +27,18 @@ def ulid() -> str:
         if now_ms <= last_ms:
             # Same (or an earlier, after a clock step) millisecond: keep order by
             # incrementing the random part of the previous id.
-            now_ms, rand = last_ms, last_rand + 1
+            now_ms, rand = last_ms, (last_rand + 1) & _RANDOM_MASK
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1
         _last = (now_ms, rand)
-    return _encode(now_ms, 10) + _encode(rand & ((1 << 80) - 1), 16)
+    # 26 base32 digits carry 130 bits: two zero bits, the 48-bit time, 80 random bits.
+    value = (now_ms << 80) | rand
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
+_RANDOM_MASK = (1 << 80) - 1
+_SHIFTS = range(120, -1, -10)
 
 
 def new_id(prefix: str) -> str:

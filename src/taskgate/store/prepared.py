@@ -27,46 +27,53 @@ _MISSING = object()
 
 
 class _Plan:
-    __slots__ = ("binds", "names", "order", "processors", "sql")
+    __slots__ = ("binds", "names", "plain", "positional", "processed", "sql")
 
     def __init__(self, stmt: Any, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql: str = compiled.string
-        self.order: list[str] | None = (
-            list(compiled.positiontup or []) if compiled.positional else None
-        )
-        self.binds: dict[str, tuple[Any, Callable[[Any], Any] | None]] = {}
-        for name, bind in compiled.binds.items():
+        self.positional: bool = bool(compiled.positional)
+        names = list(compiled.positiontup or []) if self.positional else list(compiled.binds)
+        # Per parameter, in the order the driver takes them: its name, its default
+        # (the literal it was built with, or missing), its type's bind processor.
+        self.binds: list[tuple[str, Any, Callable[[Any], Any] | None]] = []
+        for name in names:
+            bind = compiled.binds[name]
             default = _MISSING if bind.required else bind.effective_value
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self.binds[name] = (default, processor)
+            self.binds.append((name, default, processor))
         columns = list(getattr(stmt, "selected_columns", None) or [])
         if not columns:
             columns = list(getattr(stmt, "_returning", ()) or [])
             columns = [c for entry in columns for c in getattr(entry, "columns", [entry])]
         self.names = [str(column.key) for column in columns]
-        self.processors: list[Callable[[Any], Any] | None] = [
+        processors = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         ]
+        # Columns read as they come, and those a processor turns into values (JSON).
+        self.plain = [i for i, p in enumerate(processors) if p is None]
+        self.processed = [(i, p) for i, p in enumerate(processors) if p is not None]
 
     def args(self, params: dict[str, Any]) -> Any:
-        values: dict[str, Any] = {}
-        for name, (default, processor) in self.binds.items():
+        values = []
+        for name, default, processor in self.binds:
             value = params.get(name, default)
             if value is _MISSING:
                 raise KeyError(f"missing parameter {name!r}")
-            values[name] = (
-                processor(value) if processor is not None and value is not None else value
-            )
-        if self.order is not None:
-            return tuple(values[name] for name in self.order)
-        return values
+            if processor is not None and value is not None:
+                value = processor(value)
+            values.append(value)
+        if self.positional:
+            return values
+        return {name: value for (name, _, _), value in zip(self.binds, values, strict=True)}
 
     def row(self, values: Sequence[Any]) -> dict[str, Any]:
-        return {
-            name: processor(value) if processor is not None and value is not None else value
-            for name, processor, value in zip(self.names, self.processors, values, strict=True)
-        }
+        names = self.names
+        row = {names[i]: values[i] for i in self.plain}
+        for i, processor in self.processed:
+            value = values[i]
+            row[names[i]] = processor(value) if value is not None else None
+        return row
 
 
 class Prepared:

@@ -58,16 +58,20 @@ def _claim_statements() -> dict[str, Prepared]:
             .order_by(accounts.c.last_claim_at.asc().nulls_first(), accounts.c.id)
             .limit(bindparam("limit"))
         ),
-        # An account's ready tasks: priority, then age (the claim index's order).
-        "ready": Prepared(
-            select(tasks.c.id)
-            .where(ready_here, tasks.c.account_id == bindparam("account_id"))
-            .order_by(tasks.c.priority.desc(), tasks.c.id)
-            .limit(bindparam("limit"))
-        ),
+        # An account's first ready tasks, in priority then age order (the claim
+        # index's order), started in one statement.
         "start": Prepared(
             update(tasks)
-            .where(tasks.c.id == bindparam("task_id"), queued)
+            .where(
+                tasks.c.id.in_(
+                    select(tasks.c.id)
+                    .where(ready_here, tasks.c.account_id == bindparam("account_id"))
+                    .order_by(tasks.c.priority.desc(), tasks.c.id)
+                    .limit(bindparam("limit"))
+                    .scalar_subquery()
+                ),
+                queued,
+            )
             .values(
                 status=TaskStatus.RUNNING.value,
                 attempts=tasks.c.attempts + 1,
@@ -116,20 +120,24 @@ def claim(
     claimed: list[Task] = []
     for queue in queues:
         while len(claimed) < limit:
-            picked = _pick(conn, queue=queue, limit=limit - len(claimed), now=now)
-            if not picked:
+            quota = _quota(conn, queue=queue, limit=limit - len(claimed), now=now)
+            if not quota:
                 break
-            batch = []
-            for task_id in picked:
-                row = _CLAIM["start"].first(
+            batch: list[Task] = []
+            for account_id, count in quota.items():
+                rows = _CLAIM["start"].all(
                     conn,
-                    task_id=task_id,
+                    account_id=account_id,
+                    queue=queue,
+                    limit=count,
                     claimer=worker_id,
                     lease_expires_at=now + lease_us,
                     now=now,
                 )
-                if row is not None:
-                    batch.append(Task.from_mapping(row))
+                started = sorted(map(Task.from_mapping, rows), key=lambda t: (-t.priority, t.id))
+                batch.extend(started)
+            if not batch:
+                break
             # Accounts served in this batch move to the back of the round, in the
             # order they were served.
             counts = Counter(t.account_id for t in batch)
@@ -145,11 +153,10 @@ def claim(
     return claimed
 
 
-def _pick(conn: Connection, *, queue: str, limit: int, now: int) -> list[str]:
+def _quota(conn: Connection, *, queue: str, limit: int, now: int) -> dict[str, int]:
+    """How many tasks to start per account: the free slots dealt out one per account
+    per round, accounts served longest ago first."""
     candidates = _CLAIM["candidates"].all(conn, queue=queue, now=now, limit=limit)
-    if not candidates:
-        return []
-    # Deal the free slots out one per account per round.
     free = {row["id"]: row[next(k for k in row if k != "id")] for row in candidates}
     quota = dict.fromkeys(free, 0)
     remaining = limit
@@ -162,11 +169,7 @@ def _pick(conn: Connection, *, queue: str, limit: int, now: int) -> list[str]:
                 dealt = True
         if not dealt:
             break
-    picked: list[str] = []
-    for account_id, count in quota.items():
-        rows = _CLAIM["ready"].all(conn, queue=queue, now=now, account_id=account_id, limit=count)
-        picked.extend(row["id"] for row in rows)
-    return picked
+    return quota
 
 
 def _leave_running(conn: Connection, changed: Iterable[Task]) -> None:

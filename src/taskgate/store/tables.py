@@ -155,11 +155,3 @@ Index(
     sqlite_where=text("status = 'queued'"),
     postgresql_where=text("status = 'queued'"),
 )
-
-# A worker's own running tasks (lease renewal, drain).
-Index(
-    "ix_tasks_worker",
-    tasks.c.worker_id,
-    sqlite_where=text("status = 'running'"),
-    postgresql_where=text("status = 'running'"),
-)

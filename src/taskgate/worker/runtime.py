@@ -74,6 +74,9 @@ class Slot:
         self.cancel: MpEvent | None = None
         self.ready = False
         self.running: Running | None = None
+        # Whether the cancel flag was raised since the executor last started a task
+        # (kept here: reading the shared flag takes a lock across processes).
+        self.cancel_set = False
 
     @property
     def idle(self) -> bool:
@@ -105,6 +108,8 @@ class WorkerRuntime:
         self._progress_due: dict[Lease, Running] = {}
         self._cancel_notices: set[str] = set()
         self._lease_us = to_us(settings.lease_seconds)
+        self._work_root = str(settings.work_dir.resolve())
+        self._output_root = str((settings.blob_dir / "outputs").resolve())
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -169,7 +174,9 @@ class WorkerRuntime:
                 leases.append(slot.running.lease)
                 self._stop_running(slot)
                 self._kill(slot)
-            released = await self.db.write(lambda conn: queue.release(conn, leases, now_us()))
+            released = await self.db.write_nearby(
+                lambda conn: queue.release(conn, leases, now_us())
+            )
             log.info(
                 "worker %s put %d running tasks back in the queue", self.worker_id, len(released)
             )
@@ -194,6 +201,7 @@ class WorkerRuntime:
         process.start()
         child.close()
         slot.process, slot.conn, slot.cancel, slot.ready = process, parent, cancel, False
+        slot.cancel_set = False
         assert self._loop is not None
         self._loop.add_reader(parent.fileno(), self._on_readable, slot, parent)
 
@@ -357,7 +365,7 @@ class WorkerRuntime:
             return done, claimed
 
         try:
-            done, claimed = await self.db.write(write)
+            done, claimed = await self.db.write_nearby(write)
         except Exception:
             # Keep the outcomes: they are applied by the next tick.
             self._finished[:0] = finished
@@ -383,17 +391,18 @@ class WorkerRuntime:
         lease = Lease(task.id, self.worker_id, task.attempts)
         running = Running(lease=lease, task=task)
         slot.running = running
-        slot.cancel.clear()
-        work = self.settings.work_dir / task.id / str(task.attempts)
-        output = self.settings.blob_dir / "outputs" / task.id / str(task.attempts)
+        if slot.cancel_set:
+            slot.cancel.clear()
+            slot.cancel_set = False
+        where = f"{task.id}/{task.attempts}"
         slot.conn.send(
             executor.Assignment(
                 task_id=task.id,
                 attempt=task.attempts,
                 workflow=task.workflow,
                 input=task.input,
-                work_dir=str(work),
-                output_dir=str(output),
+                work_dir=f"{self._work_root}/{where}",
+                output_dir=f"{self._output_root}/{where}",
             )
         )
         running.timers.append(
@@ -447,6 +456,7 @@ class WorkerRuntime:
         assert slot.cancel is not None and self._loop is not None
         running.cancel_requested = True
         slot.cancel.set()
+        slot.cancel_set = True
         elapsed = 0.0 if requested_at is None else max(0.0, (now_us() - requested_at) / 1e6)
         grace = max(0.0, self.settings.cancel_grace_seconds - elapsed)
         running.timers.append(self._loop.call_later(grace, self._on_grace_over, slot, running))
@@ -473,7 +483,7 @@ class WorkerRuntime:
             await asyncio.sleep(interval)
             try:
                 await self._renew()
-                recovered = await self.db.write(
+                recovered = await self.db.write_nearby(
                     lambda conn: queue.recover_expired(conn, now_us(), backoff_us)
                 )
                 for task in recovered:
@@ -492,7 +502,9 @@ class WorkerRuntime:
         if not running:
             return
         leases = list(running)
-        held = await self.db.write(lambda conn: queue.renew(conn, leases, now_us(), self._lease_us))
+        held = await self.db.write_nearby(
+            lambda conn: queue.renew(conn, leases, now_us(), self._lease_us)
+        )
         for lease, slot in running.items():
             if slot.running is None or slot.running.lease != lease:
                 continue
