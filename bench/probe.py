@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from taskgate.settings import Settings
+from taskgate.store import queue
 from taskgate.store.db import Database
 from taskgate.store.tables import events, tasks
 
@@ -39,6 +40,10 @@ class Probe:
         if status is not None:
             stmt = stmt.where(tasks.c.status == status)
         return int(self.db.read_sync(lambda c: c.execute(stmt).scalar_one()))
+
+    def unfinished(self) -> int:
+        """Queued and running tasks, from their partial indexes."""
+        return sum(self.db.read_sync(queue.unfinished_counts).values())
 
     def task(self, task_id: str) -> tuple[str, Any] | None:
         """A task's status and output."""

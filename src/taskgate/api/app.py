@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from taskgate import __version__
@@ -58,6 +59,9 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
     app.include_router(ops.router)
     docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     app.router.routes.sort(key=lambda route: getattr(route, "path", None) in docs)
+    app.router.routes.insert(
+        0, Route("/v1/tasks/{task_id}", tasks.poll_task, methods=["GET"], include_in_schema=False)
+    )
     _document_bearer_auth(app)
     if services.settings.cors_origins:
         app.add_middleware(

@@ -16,13 +16,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.exc import OperationalError
 
 from taskgate.core.errors import Unavailable
+from taskgate.store import sqlite
 
 T = TypeVar("T")
 
@@ -30,46 +31,7 @@ T = TypeVar("T")
 Conn = Connection
 
 
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-_JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
-
-
-def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        **_JSON,
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the driver: SQLAlchemy's begin
-        # event below issues the BEGIN we want.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: commits survive a crash of any process; only a power loss may
-        # drop the last commits before a checkpoint.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        # 32 MiB of page cache per connection (the default is 2 MiB): the claim and
-        # task indexes of a deep queue stay in memory.
-        cursor.execute("PRAGMA cache_size=-32768")
-        cursor.close()
-
-    if immediate:
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+_JSON = {"json_serializer": sqlite.json_dumps, "json_deserializer": orjson.loads}
 
 
 class Database:
@@ -81,8 +43,8 @@ class Database:
         if self.is_sqlite:
             path = url.removeprefix("sqlite:///")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
-            self.write_engine = _sqlite_engine(url, immediate=True, pool_size=1)
+            self.read_engine = sqlite.engine(url, immediate=False, pool_size=pool_size)
+            self.write_engine = sqlite.engine(url, immediate=True, pool_size=1)
         else:
             engine = create_engine(
                 url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, **_JSON

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -43,18 +44,60 @@ class Assignment:
     output_dir: str
 
 
+# How long a progress report may wait in the executor before it is sent.
+PROGRESS_FLUSH_SECONDS = 0.1
+
+
 class _PipeChannel:
-    def __init__(self, conn: Connection, cancel: MpEvent, task_id: str, attempt: int) -> None:
+    """The executor's end of the pipe to its slot.
+
+    Progress is held and sent at most every PROGRESS_FLUSH_SECONDS by a flusher
+    thread; the outcome carries whatever is still held, so a short task costs one
+    message, not one per progress call. One lock covers taking what is held and
+    sending it, so progress never reaches the slot after its outcome.
+    """
+
+    def __init__(self, conn: Connection, cancel: MpEvent) -> None:
         self._conn = conn
         self._cancel = cancel
-        self._task_id = task_id
-        self._attempt = attempt
+        self._lock = threading.Lock()
+        self._held: tuple[Any, ...] | None = None
+        self._task: tuple[str, int] = ("", 0)
+        threading.Thread(target=self._flush_forever, name="progress", daemon=True).start()
+
+    def begin(self, task_id: str, attempt: int) -> None:
+        with self._lock:
+            self._task = (task_id, attempt)
+            self._held = None
 
     def progress(self, percent: float, stage: str | None, message: str | None) -> None:
-        self._conn.send(("progress", self._task_id, self._attempt, percent, stage, message))
+        with self._lock:
+            self._held = ("progress", *self._task, percent, stage, message)
 
     def is_cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def finish(self, task_id: str, attempt: int, report: dict[str, Any]) -> None:
+        """Send the outcome, with the progress still held."""
+        with self._lock:
+            held, self._held = self._held, None
+            report["progress"] = list(held[3:]) if held is not None else None
+            self._conn.send(("done", task_id, attempt, report))
+
+    def _flush_forever(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(PROGRESS_FLUSH_SECONDS):
+            with self._lock:
+                held, self._held = self._held, None
+                if held is not None:
+                    try:
+                        self._conn.send(held)
+                    except OSError:
+                        return
 
 
 def _file_item(name: str, path: Path, content_type: str) -> dict[str, Any]:
@@ -73,9 +116,7 @@ def _file_item(name: str, path: Path, content_type: str) -> dict[str, Any]:
     }
 
 
-def run_assignment(
-    registry: Registry, job: Assignment, conn: Connection, cancel: MpEvent
-) -> dict[str, Any]:
+def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -> dict[str, Any]:
     """Run one handler and describe its outcome as a plain dict."""
     wf = registry.get(job.workflow)
     if wf is None:
@@ -96,7 +137,7 @@ def run_assignment(
         task_id=job.task_id,
         attempt=job.attempt,
         _work_dir=work,
-        _channel=_PipeChannel(conn, cancel, job.task_id, job.attempt),
+        _channel=channel,
         log=logging.getLogger(f"taskgate.workflow.{job.workflow}"),
     )
     report: dict[str, Any]
@@ -105,7 +146,7 @@ def run_assignment(
         result = wf.handler(ctx)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
-        if cancel.is_set():
+        if channel.is_cancelled():
             report = {"status": "cancelled"}
         else:
             output: list[dict[str, Any]] = []
@@ -173,7 +214,8 @@ def main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(log_level, log_format)
     registry = Registry.load(modules)
-    conn.send(("ready", os.getpid()))
+    channel = _PipeChannel(conn, cancel)
+    channel.send(("ready", os.getpid()))
     while True:
         try:
             job = conn.recv()
@@ -181,5 +223,6 @@ def main(
             return
         if job is None:
             return
-        report = run_assignment(registry, job, conn, cancel)
-        conn.send(("done", job.task_id, job.attempt, report))
+        channel.begin(job.task_id, job.attempt)
+        report = run_assignment(registry, job, channel)
+        channel.finish(job.task_id, job.attempt, report)

@@ -294,10 +294,11 @@ class WorkerRuntime:
 
     def _outcome(self, running: Running, report: dict[str, Any]) -> Finish:
         status = report["status"]
+        latest = report.get("progress")
         common: dict[str, Any] = {
             "usage": report.get("usage"),
             "warnings": report.get("warnings"),
-            "progress": running.pending_progress,
+            "progress": tuple(latest) if latest else running.pending_progress,
         }
         if status == "completed":
             return Finish(running.lease, TaskStatus.COMPLETED, output=report["output"], **common)
