@@ -125,6 +125,19 @@ def stop(process: subprocess.Popen[bytes], timeout: float) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests so far (Linux /proc/stat; 0 elsewhere).
+
+    On a shared virtual machine this, more than the load average, tells when a
+    figure was taken on a machine that was not all ours."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[8]) / ticks if len(fields) > 8 else 0.0
+
+
 def tail(path: Path, lines: int = 20) -> str:
     if not path.exists():
         return ""

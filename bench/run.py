@@ -44,6 +44,7 @@ from procs import (
     answers,
     free_port,
     running,
+    steal_seconds,
     tail,
     taskgate_cli,
     taskgate_env,
@@ -115,6 +116,7 @@ class Bench:
         load = os.getloadavg()[0]
         say(f"\n== {name} (load average {load:.2f})")
         started = time.monotonic()
+        steal_before = steal_seconds()
         try:
             results = fn()
         except Exception as exc:
@@ -126,10 +128,14 @@ class Bench:
             self.failed.append(name)
             return None
         finally:
+            stolen = steal_seconds() - steal_before
             self.phases[name] = {
                 "load_average": load,
                 "seconds": round(time.monotonic() - started, 1),
+                "steal_seconds": round(stolen, 2),
             }
+            if stolen > 0.5:
+                say(f"   (the hypervisor took {stolen:.1f} s of CPU time during this phase)")
         self.results.update(results)
         return results
 

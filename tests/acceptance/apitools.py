@@ -51,6 +51,7 @@ def assert_error(
         assert isinstance(error["details"], dict), error
     if param is not _UNSET:
         assert error.get("param") == param, error
+    assert isinstance(error, dict)
     return error
 
 

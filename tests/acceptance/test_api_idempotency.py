@@ -196,10 +196,10 @@ def test_longest_and_oddest_valid_keys(http: httpx.Client, key: str) -> None:
 def test_bad_idempotency_key_header(http: httpx.Client, value: bytes) -> None:
     before = task_ids(http)
     response = http.post(
-        "/v1/tasks", json={"workflow": "wait"}, headers=[("Idempotency-Key", value)]
+        "/v1/tasks", json={"workflow": "wait"}, headers=[(b"Idempotency-Key", value)]
     )
     assert_error(response, 400, "invalid_param", "Idempotency-Key")
-    named = http.post("/v1/workflows/wait/tasks", json={}, headers=[("Idempotency-Key", value)])
+    named = http.post("/v1/workflows/wait/tasks", json={}, headers=[(b"Idempotency-Key", value)])
     assert_error(named, 400, "invalid_param", "Idempotency-Key")
     assert task_ids(http) == before
 
@@ -210,7 +210,7 @@ def test_header_bytes_http_forbids_are_refused(http: httpx.Client, value: bytes)
     # so only the status is ours to check; nothing may be written all the same.
     before = task_ids(http)
     response = http.post(
-        "/v1/tasks", json={"workflow": "wait"}, headers=[("Idempotency-Key", value)]
+        "/v1/tasks", json={"workflow": "wait"}, headers=[(b"Idempotency-Key", value)]
     )
     assert response.status_code == 400, response.text
     assert task_ids(http) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.helpers import ServerProcess, wait_until
 
 
@@ -14,7 +16,7 @@ def test_submit_poll_complete(server: ServerProcess) -> None:
         assert task["status"] == "queued"
         assert created.headers["x-request-id"]
 
-        def done() -> dict[str, object] | None:
+        def done() -> dict[str, Any] | None:
             body = http.get(f"/v1/tasks/{task['id']}").json()
             return body if body["status"] == "completed" else None
 

@@ -128,7 +128,7 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 20) -> set[int]:
         """Wait until every slot has its executor process; returns their pids."""
 
-        def ready() -> list[int] | None:
+        def ready() -> set[int] | None:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.log()}")
             found = executors(self.pid)

@@ -49,7 +49,7 @@ def test_every_index_is_built_as_declared(services: Services) -> None:
             )
         }
         declared = {
-            index.name: _normalise(str(CreateIndex(index).compile(dialect=conn.dialect)))
+            str(index.name): _normalise(str(CreateIndex(index).compile(dialect=conn.dialect)))
             for table in metadata.sorted_tables
             for index in table.indexes
         }

@@ -92,12 +92,3 @@ class ApiKey:
     created_at: int
     last_used_at: int | None
     revoked_at: int | None
-
-
-@dataclass(slots=True)
-class Page:
-    """One page of a cursor-paged list."""
-
-    items: list[Any]
-    has_more: bool
-    next_cursor: str | None = None

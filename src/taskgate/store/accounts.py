@@ -80,16 +80,6 @@ def grant(conn: Connection, account_id: str, amount: int, now: int, note: str | 
     )
 
 
-def granted_total(conn: Connection, account_id: str) -> int:
-    return int(
-        conn.execute(
-            select(func.coalesce(func.sum(ledger.c.amount), 0)).where(
-                ledger.c.account_id == account_id, ledger.c.kind == "grant"
-            )
-        ).scalar_one()
-    )
-
-
 def add_key(conn: Connection, key: ApiKey, key_hash: str) -> None:
     conn.execute(
         insert(api_keys).values(

@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy import insert as sql_insert
-from sqlalchemy.dialects import postgresql, sqlite
 
-from taskgate.core.models import Event, Task
+from taskgate.core.models import Task
 from taskgate.core.states import EventType, TaskStatus
 from taskgate.store import events
+from taskgate.store.dialects import InsertUnlessConflict
 from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
 from taskgate.store.tables import events as events_table
@@ -21,15 +21,11 @@ _TERMINAL = [TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, TaskStatus.CAN
 
 
 _INSERT = Prepared(sql_insert(tasks))
-_INSERT_UNLESS_KEY_USED = {
-    dialect: Prepared(
-        module.insert(tasks).on_conflict_do_nothing(
-            index_elements=["account_id", "out_task_id"],
-            index_where=tasks.c.out_task_id.isnot(None),
-        )
-    )
-    for dialect, module in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+_INSERT_UNLESS_KEY_USED = InsertUnlessConflict(
+    tasks,
+    index_elements=["account_id", "out_task_id"],
+    index_where=tasks.c.out_task_id.isnot(None),
+)
 
 
 def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
@@ -42,7 +38,7 @@ def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
     """
     values = task.to_dict()
     if task.out_task_id is not None:
-        inserted = _INSERT_UNLESS_KEY_USED[conn.dialect.name].execute(conn, **values)
+        inserted = _INSERT_UNLESS_KEY_USED.execute(conn, **values)
         if not inserted:
             existing = get_by_out_task_id(conn, task.account_id, task.out_task_id)
             assert existing is not None, "conflicting row must exist"
@@ -218,7 +214,3 @@ def queue_position(conn: Connection, task: Task) -> tuple[int, int]:
 def _turn_key(last_claim_at: int | None, account_id: str) -> tuple[int, str]:
     # The claim orders accounts by last_claim_at NULLS FIRST, then id.
     return (-1 if last_claim_at is None else last_claim_at, account_id)
-
-
-def event_list(conn: Connection, task_id: str, after_seq: int = 0) -> list[Event]:
-    return events.for_task(conn, task_id, after_seq)
