@@ -62,9 +62,12 @@ def find(conn: Connection, id_or_name: str) -> Account | None:
     return Account(*row) if row is not None else None
 
 
+_GET = Prepared(select(*_ACCOUNT_COLUMNS).where(accounts.c.id == bindparam("account_id")))
+
+
 def get(conn: Connection, account_id: str) -> Account | None:
-    row = conn.execute(select(*_ACCOUNT_COLUMNS).where(accounts.c.id == account_id)).first()
-    return Account(*row) if row is not None else None
+    row = _GET.first(conn, account_id=account_id)
+    return Account(**row) if row is not None else None
 
 
 def grant(conn: Connection, account_id: str, amount: int, now: int, note: str | None) -> None:
