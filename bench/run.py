@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument("--tasks", type=int, default=20_000, help="queued tasks to drain")
-    tasks.add_argument("--workers", type=int, default=8, help="worker slots for the drain")
+    tasks.add_argument("--workers", type=int, default=16, help="worker slots for the drain")
     tasks.add_argument(
         "--enqueue",
         choices=["bulk", "submit"],
