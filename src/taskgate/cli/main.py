@@ -187,7 +187,7 @@ def keys_list(account: str, data_dir: DataDir = None) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key: str, data_dir: DataDir = None) -> None:
-    """Revoke KEY (its id or its prefix)."""
+    """Revoke KEY: its id, its prefix (as listed) or the key itself."""
     services = _services(data_dir)
     try:
         revoked = services.accounts.revoke_key(key)
