@@ -10,11 +10,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 
 log = logging.getLogger(__name__)
 
-# Pages in the write-ahead log that make a commit copy it into the database (a
-# checkpoint, with its fsyncs). 1,000 by default: under a steady stream of small
-# transactions that is a checkpoint every few dozen commits, each copying the same
-# hot pages again; 10,000 pages (about 40 MiB) makes them ten times rarer.
-AUTOCHECKPOINT_PAGES = 10_000
 # The log file is cut back to this size after a checkpoint has emptied it.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -51,7 +46,6 @@ def engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
         # 32 MiB of page cache per connection (the default is 2 MiB): the claim and
         # task indexes of a deep queue stay in memory.
         cursor.execute("PRAGMA cache_size=-32768")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         cursor.close()
 
