@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
@@ -147,8 +148,12 @@ class WorkerRuntime:
     async def _schedule_until_stopped(self) -> None:
         poll = self.settings.poll_interval_seconds
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=poll)
+            if not self._kick.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout=poll)
+            else:
+                # Work is waiting: let the loop read pipes and datagrams first.
+                await asyncio.sleep(0)
             self._kick.clear()
             try:
                 await self._tick(claim=True)
@@ -379,11 +384,14 @@ class WorkerRuntime:
                 task.status,
                 extra={"task_id": task.id, "attempt": task.attempts},
             )
-            TASKS_FINISHED.labels(task.workflow, task.status.value).inc()
             if task.started_at is not None:
                 TASK_DURATION.labels(task.workflow, task.status.value).observe(
                     max(0.0, (now - task.started_at) / 1e6)
                 )
+        for (workflow, status), count in Counter(
+            (t.workflow, t.status.value) for t in done
+        ).items():
+            TASKS_FINISHED.labels(workflow, status).inc(count)
         for slot, task in zip(free, claimed, strict=False):
             self._assign(slot, task)
 
