@@ -44,6 +44,8 @@ class Assignment:
     output_dir: str
 
 
+# Added to the executors' nice value (lower CPU priority than the worker and API).
+EXECUTOR_NICENESS = 5
 # How long a progress report may wait in the executor before it is sent.
 PROGRESS_FLUSH_SECONDS = 0.1
 
@@ -212,6 +214,9 @@ def main(
     die_with_parent()
     # Ctrl-C reaches the whole process group; the worker decides when handlers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Handlers yield the CPU to the API and to the loop that feeds the slots: a
+    # woken executor does not preempt the process that woke it.
+    os.nice(EXECUTOR_NICENESS)
     logs.configure(log_level, log_format)
     registry = Registry.load(modules)
     channel = _PipeChannel(conn, cancel)
