@@ -34,10 +34,9 @@ from taskgate.core.models import Task
 from taskgate.core.states import TaskStatus
 from taskgate.metrics import TASK_DURATION, TASKS_FINISHED
 from taskgate.services.channel import WORKER, Listener
+from taskgate.services.work import Finish, Lease, WorkQueue
 from taskgate.settings import Settings
-from taskgate.store import queue
-from taskgate.store.db import Conn, Database
-from taskgate.store.queue import Finish, Lease
+from taskgate.store.db import Database
 from taskgate.worker import executor
 from taskgate.workflows.registry import Registry
 
@@ -95,10 +94,16 @@ class WorkerRuntime:
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.db = db
         self.registry = registry
         self.worker_id = worker_id or new_id("wrk")
         self.queues = registry.queues()
+        self.work = WorkQueue(
+            db,
+            worker_id=self.worker_id,
+            queues=self.queues,
+            lease_us=to_us(settings.lease_seconds),
+            backoff_us=to_us(settings.retry_backoff_seconds),
+        )
         self.slots = [Slot(i) for i in range(slots)]
         self._mp = multiprocessing.get_context("spawn")
         self._kick = asyncio.Event()
@@ -108,7 +113,6 @@ class WorkerRuntime:
         # Running tasks whose pending progress may be stored at the next tick.
         self._progress_due: dict[Lease, Running] = {}
         self._cancel_notices: set[str] = set()
-        self._lease_us = to_us(settings.lease_seconds)
         self._work_root = str(settings.work_dir.resolve())
         self._output_root = str((settings.blob_dir / "outputs").resolve())
         self._listener: Listener | None = None
@@ -179,9 +183,7 @@ class WorkerRuntime:
                 leases.append(slot.running.lease)
                 self._stop_running(slot)
                 self._kill(slot)
-            released = await self.db.write_nearby(
-                lambda conn: queue.release(conn, leases, now_us())
-            )
+            released = await self.work.release(leases)
             log.info(
                 "worker %s put %d running tasks back in the queue", self.worker_id, len(released)
             )
@@ -320,10 +322,8 @@ class WorkerRuntime:
     def _failure(self, running: Running, error: dict[str, Any]) -> Finish:
         task = running.task
         if error.get("retryable") and running.lease.attempt < task.max_attempts:
-            delay = queue.retry_delay_us(
-                to_us(self.settings.retry_backoff_seconds), running.lease.attempt
-            )
-            return Finish(running.lease, TaskStatus.QUEUED, error=error, retry_at=now_us() + delay)
+            retry_at = self.work.retry_at(running.lease.attempt)
+            return Finish(running.lease, TaskStatus.QUEUED, error=error, retry_at=retry_at)
         return Finish(running.lease, TaskStatus.FAILED, error=error)
 
     def _stop_running(self, slot: Slot) -> None:
@@ -349,29 +349,8 @@ class WorkerRuntime:
         free = [slot for slot in self.slots if slot.idle] if claim and not self._draining else []
         if not finished and not progress and not free:
             return
-        now = now_us()
-        lease_us = self._lease_us
-
-        def write(conn: Conn) -> tuple[list[Task], list[Task]]:
-            for lease, (percent, stage, message) in progress:
-                queue.record_progress(conn, lease, percent, stage, message, now)
-            done = queue.finish_many(conn, finished, now) if finished else []
-            claimed = (
-                queue.claim(
-                    conn,
-                    worker_id=self.worker_id,
-                    queues=self.queues,
-                    limit=len(free),
-                    now=now,
-                    lease_us=lease_us,
-                )
-                if free
-                else []
-            )
-            return done, claimed
-
         try:
-            done, claimed = await self.db.write_nearby(write)
+            done, claimed = await self.work.step(progress, finished, len(free))
         except Exception:
             # Keep the outcomes: they are applied by the next tick.
             self._finished[:0] = finished
@@ -386,7 +365,7 @@ class WorkerRuntime:
             )
             if task.started_at is not None:
                 TASK_DURATION.labels(task.workflow, task.status.value).observe(
-                    max(0.0, (now - task.started_at) / 1e6)
+                    max(0.0, (task.updated_at - task.started_at) / 1e6)
                 )
         for (workflow, status), count in Counter(
             (t.workflow, t.status.value) for t in done
@@ -487,14 +466,11 @@ class WorkerRuntime:
     async def _maintenance(self) -> None:
         """Renew this worker's leases and recover expired ones, a few times per lease."""
         interval = self.settings.lease_seconds / 3
-        backoff_us = to_us(self.settings.retry_backoff_seconds)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self._renew()
-                recovered = await self.db.write_nearby(
-                    lambda conn: queue.recover_expired(conn, now_us(), backoff_us)
-                )
+                recovered = await self.work.recover_expired()
                 for task in recovered:
                     log.warning(
                         "recovered task from a lost worker: now %s",
@@ -511,9 +487,7 @@ class WorkerRuntime:
         if not running:
             return
         leases = list(running)
-        held = await self.db.write_nearby(
-            lambda conn: queue.renew(conn, leases, now_us(), self._lease_us)
-        )
+        held = await self.work.renew(leases)
         for lease, slot in running.items():
             if slot.running is None or slot.running.lease != lease:
                 continue
