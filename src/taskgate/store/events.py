@@ -14,39 +14,26 @@ from taskgate.store.tables import events
 _INSERT = Prepared(insert(events))
 
 
-def append(conn: Connection, changed: Sequence[Task], type_: str, now: int) -> list[Event]:
+def append(conn: Connection, changed: Sequence[Task], type_: str, now: int) -> None:
     """Record that each task in ``changed`` (its row after the change) changed.
 
     The caller has already advanced each task's ``event_seq``; it is the event's seq.
     """
-    rows = [
-        Event(
-            id=new_id("evt"),
-            task_id=task.id,
-            account_id=task.account_id,
-            seq=task.event_seq,
-            type=type_,
-            created_at=now,
-            data=task.to_dict(),
-        )
-        for task in changed
-    ]
     _INSERT.execute_many(
         conn,
         [
             {
-                "id": e.id,
-                "task_id": e.task_id,
-                "account_id": e.account_id,
-                "seq": e.seq,
-                "type": e.type,
-                "created_at": e.created_at,
-                "data": e.data,
+                "id": new_id("evt"),
+                "task_id": task.id,
+                "account_id": task.account_id,
+                "seq": task.event_seq,
+                "type": type_,
+                "created_at": now,
+                "data": task.to_dict(),
             }
-            for e in rows
+            for task in changed
         ],
     )
-    return rows
 
 
 def for_task(conn: Connection, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:

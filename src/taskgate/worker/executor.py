@@ -1,10 +1,10 @@
 """The executor process: runs one handler at a time for a worker slot.
 
-It talks to its slot over a pipe. The slot sends an :class:`Assignment`; the
-executor answers with progress messages and, at the end, one outcome. A cancel
-request is a shared flag the handler reads through its context. When a handler
-must be stopped regardless (grace expired, timeout), the slot kills the whole
-process and starts a new one.
+It talks to its slot over a pipe. The slot sends an :class:`Assignment` (as a
+tuple of its fields); the executor answers with progress messages and, at the end,
+one outcome. A cancel request is a shared flag the handler reads through its
+context. When a handler must be stopped regardless (grace expired, timeout), the
+slot kills the whole process and starts a new one.
 """
 
 from __future__ import annotations
@@ -228,6 +228,7 @@ def main(
             return
         if job is None:
             return
+        job = Assignment(*job)
         channel.begin(job.task_id, job.attempt)
         report = run_assignment(registry, job, channel)
         channel.finish(job.task_id, job.attempt, report)
