@@ -6,7 +6,9 @@ ceiling   a bare FastAPI route under uvicorn (uvloop, httptools, no access log),
           the same on the standard asyncio loop, for reference
 poll      ``GET /v1/tasks/{id}`` of a completed task on ``taskgate serve``
 dispatch  POST to handler start, one task at a time, on the same idle server
-submit    ``POST /v1/tasks`` with wrk on ``taskgate serve --no-workers``
+submit    ``POST /v1/tasks`` with wrk on ``taskgate serve --no-workers``, each task
+          reserving credits; submit_free the same with tasks that cost nothing
+          (no reservation), for the cost of the reservation
 drain     N tasks queued beforehand, then ``taskgate worker --workers W``
 
 The run is INVALID (exit status 2) when the ceiling is below ``--min-ceiling``: the
@@ -54,6 +56,12 @@ from wrk import WrkResult, run_wrk
 
 ACCOUNT = "bench"
 SUBMIT_BODY = json.dumps({"workflow": "wait", "input": {"seconds": 0}})
+# A submit that reserves credits (a ledger entry and the account's balance in the
+# task's transaction), and one that costs nothing (no reservation is written).
+RESERVING_BODY = json.dumps({"workflow": "wait", "input": {"seconds": 0, "credits": "0.001"}})
+FREE_BODY = SUBMIT_BODY
+# Enough for every reserving submit of a run.
+BENCH_CREDITS = "1000000"
 TARGET_POLL_RATIO = 0.5
 TARGET_DISPATCH_P50_MS = 5.0
 TARGET_DRAIN_RATE = 2000.0
@@ -156,7 +164,16 @@ class Bench:
         path = self.root / name
         path.mkdir()
         concurrency = max(64, self.args.workers, self.args.serve_workers)
-        taskgate_cli(path, "accounts", "create", ACCOUNT, "--concurrency", str(concurrency))
+        taskgate_cli(
+            path,
+            "accounts",
+            "create",
+            ACCOUNT,
+            "--concurrency",
+            str(concurrency),
+            "--credits",
+            BENCH_CREDITS,
+        )
         key = taskgate_cli(path, "keys", "create", ACCOUNT).strip().splitlines()[-1].strip()
         if not key.startswith("tg_live_"):
             raise RuntimeError(f"unexpected output of `taskgate keys create`: {key!r}")
@@ -225,8 +242,8 @@ class Bench:
             )
         return {"poll": poll.to_json(), "dispatch": figures}
 
-    def submit(self) -> Results:
-        data_dir, key = self.data_dir("submit")
+    def submit(self, name: str, body: str) -> Results:
+        data_dir, key = self.data_dir(name)
         port = free_port()
         base = f"http://{HOST}:{port}"
         with self.serve(data_dir, port, "--no-workers") as server, Probe(data_dir) as probe:
@@ -237,14 +254,14 @@ class Bench:
                 # Requests of the warm-up still in flight land before the count.
                 before=lambda: counts.append(_settled(probe.task_count)),
                 method="POST",
-                body=SUBMIT_BODY,
+                body=body,
                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             )
             created = _settled(probe.task_count) - counts[0]
         tasks_rate = created / result.seconds
-        say(f"submit    {result.summary()}")
-        say(f"          {created:,} tasks created: {tasks_rate:,.0f} tasks/s")
-        return {"submit": {**result.to_json(), "tasks_created": created, "tasks_rate": tasks_rate}}
+        say(f"{name:<12}{result.summary()}")
+        say(f"{'':<12}{created:,} tasks created: {tasks_rate:,.0f} tasks/s")
+        return {name: {**result.to_json(), "tasks_created": created, "tasks_rate": tasks_rate}}
 
     def drain(self) -> Results:
         data_dir, _key = self.data_dir("drain")
@@ -294,12 +311,20 @@ class Bench:
         if "rate" in poll:
             met = ceiling is not None and poll["rate"] >= TARGET_POLL_RATIO * ceiling
             lines.append(f"{http_row('poll')}  {_target(met, '≥ 50% of ceiling')}")
-        lines.append(http_row("submit"))
-        submit = results.get("submit", {})
-        if "tasks_rate" in submit:
+        for name in ("submit", "submit_free"):
+            lines.append(http_row(name))
+            submit = results.get(name, {})
+            if "tasks_rate" in submit:
+                lines.append(
+                    f"{'  tasks created':<17}{submit['tasks_rate']:>9,.0f} {'tasks/s':<8} "
+                    f"({submit['tasks_created']:,} tasks){'':>14}{ratio(submit['tasks_rate'])}"
+                )
+        reserving = results.get("submit", {}).get("tasks_rate")
+        free = results.get("submit_free", {}).get("tasks_rate")
+        if reserving and free:
             lines.append(
-                f"{'  tasks created':<17}{submit['tasks_rate']:>9,.0f} {'tasks/s':<8} "
-                f"({submit['tasks_created']:,} tasks){'':>14}{ratio(submit['tasks_rate'])}"
+                f"{'  reserving/free':<17}{reserving / free:>9.2f} "
+                "(the cost of the credit reservation on submit)"
             )
         dispatch = results.get("dispatch", {})
         if "p50_ms" in dispatch:
@@ -409,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bench.phase("ceiling_asyncio", lambda: bench.ceiling("asyncio"))
             bench.phase("poll_and_dispatch", bench.poll_and_dispatch)
-            bench.phase("submit", bench.submit)
+            bench.phase("submit", lambda: bench.submit("submit", RESERVING_BODY))
+            bench.phase("submit_free", lambda: bench.submit("submit_free", FREE_BODY))
             bench.phase("drain", bench.drain)
             bench.report()
         write_results(args.output, args, bench, valid)

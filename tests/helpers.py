@@ -57,6 +57,10 @@ def test_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "TASKGATE_POLL_INTERVAL_SECONDS": "0.2",
             "TASKGATE_RETRY_BACKOFF_SECONDS": "0.05",
             "TASKGATE_WORKERS": "2",
+            # Most tests send far more requests than a production limit allows; the
+            # rate-limit tests set their own limits.
+            "TASKGATE_RATE_LIMIT_READS": "unlimited",
+            "TASKGATE_RATE_LIMIT_WRITES": "unlimited",
             "PYTHONPATH": os.pathsep.join(
                 [str(SUPPORT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from taskgate.services.accounts import AccountService
+from taskgate.services.billing import BillingService
 from taskgate.services.channel import LocalChannel
+from taskgate.services.events import EventHub
 from taskgate.services.ops import OpsService
+from taskgate.services.signing import Signer, load_secret
 from taskgate.services.tasks import TaskService
+from taskgate.services.webhooks import WebhookService
 from taskgate.settings import Settings
 from taskgate.store.db import Database
 from taskgate.workflows.registry import Registry
@@ -20,8 +24,13 @@ class Services:
     registry: Registry
     channel: LocalChannel
     accounts: AccountService
+    billing: BillingService
     tasks: TaskService
     ops: OpsService
+    #: Follows the outbox for this process's streams (started by the API only).
+    events: EventHub
+    signer: Signer
+    webhooks: WebhookService
 
     def close(self) -> None:
         self.channel.close()
@@ -33,12 +42,17 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
     db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     registry = registry or Registry.load(settings.workflows)
     channel = LocalChannel(settings.data_dir)
+    hub = EventHub(db, poll_interval=settings.poll_interval_seconds)
     return Services(
         settings=settings,
         db=db,
         registry=registry,
         channel=channel,
         accounts=AccountService(db),
-        tasks=TaskService(db, registry, channel),
+        billing=BillingService(db),
+        tasks=TaskService(db, registry, channel, on_change=hub.notify),
         ops=OpsService(db),
+        events=hub,
+        signer=Signer(load_secret(settings)),
+        webhooks=WebhookService(db, allow_private_urls=settings.allow_private_urls),
     )

@@ -93,6 +93,32 @@ class TaskLinks(BaseModel):
     events: str
 
 
+class UsageLine(BaseModel):
+    meter: str
+    quantity: float
+    unit: str
+    credits: str
+
+
+class Usage(BaseModel):
+    """Usage meters (``audio_seconds``, ``image_count``…) as extra fields, the lines
+    they were priced at, and the total (decimal string)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    lines: list[UsageLine] = Field(default_factory=list)
+    credits: str = "0"
+
+
+class Billing(BaseModel):
+    estimated_credits: str
+    reserved_credits: str
+    #: Null until the task is terminal.
+    charged_credits: str | None
+    refunded_credits: str | None
+    currency: Literal["credits"] = "credits"
+
+
 class TaskObject(BaseModel):
     id: str
     object: Literal["task"] = "task"
@@ -110,7 +136,8 @@ class TaskObject(BaseModel):
     output: list[dict[str, Any]]
     warnings: list[TaskWarning]
     error: TaskError | None
-    usage: dict[str, Any] | None
+    usage: Usage
+    billing: Billing
     attempts: int
     max_attempts: int
     callback_url: str | None
@@ -127,6 +154,12 @@ class WorkflowEstimate(BaseModel):
     seconds: float
 
 
+class PriceRate(BaseModel):
+    meter: str
+    unit: str
+    credits: str
+
+
 class WorkflowObject(BaseModel):
     name: str
     object: Literal["workflow"] = "workflow"
@@ -138,6 +171,34 @@ class WorkflowObject(BaseModel):
     max_attempts: int
     input_schema: dict[str, Any]
     estimate: WorkflowEstimate | None = Field(description="For the default input, if it has one.")
+    pricing: list[PriceRate] | None = Field(
+        description="Credits per unit of each usage meter; null: a run costs its estimate."
+    )
+
+
+class RateLimitState(BaseModel):
+    policy: Literal["reads", "writes"]
+    limit: int
+    window_seconds: int
+    remaining: int
+    reset_seconds: int
+
+
+class UsageObject(BaseModel):
+    object: Literal["usage"] = "usage"
+    account_id: str
+    balance: str = Field(description="Credits available: grants − charged − open reservations.")
+    reserved: str = Field(description="Credits held by unfinished tasks.")
+    charged_period: str = Field(description="Credits charged since period_start.")
+    charged_total: str
+    period_start: str = Field(description="Start of the billing period: the month, UTC.")
+    running: int
+    queued: int
+    concurrency_limit: int
+    rate_limits: list[RateLimitState] = Field(
+        description="Each limited class of routes for the calling key; none when unlimited."
+    )
+    currency: Literal["credits"] = "credits"
 
 
 class ListObject(BaseModel):
@@ -157,3 +218,111 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+# -- admin -------------------------------------------------------------------
+
+_RATE_LIMIT_DOC = (
+    "Per-key limit in `limits` notation (`120/minute`), `unlimited`, or null: the default."
+)
+
+
+class AdminAccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    credits: str | None = Field(default=None, description="Credits granted at once (decimal).")
+    concurrency: int = Field(default=4, ge=1, le=10_000)
+    rate_limit_reads: str | None = Field(default=None, description=_RATE_LIMIT_DOC)
+    rate_limit_writes: str | None = Field(default=None, description=_RATE_LIMIT_DOC)
+
+
+class AdminAccountUpdate(BaseModel):
+    """Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    rate_limit_reads: str | None = Field(default=None, description=_RATE_LIMIT_DOC)
+    rate_limit_writes: str | None = Field(default=None, description=_RATE_LIMIT_DOC)
+
+
+class AdminGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: str = Field(description="Credits to add, a positive decimal string (`12.5`).")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class AccountObject(BaseModel):
+    id: str
+    object: Literal["account"] = "account"
+    name: str
+    concurrency_limit: int
+    running: int
+    balance: str
+    reserved: str
+    charged_total: str
+    rate_limit_reads: str | None
+    rate_limit_writes: str | None
+    created_at: str
+
+
+class KeyObject(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    account_id: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+    key: str | None = Field(
+        default=None, description="The key itself: in the create response only."
+    )
+
+
+# -- webhooks ----------------------------------------------------------------
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048, description="http(s) URL of the receiver.")
+    description: str | None = Field(default=None, max_length=500)
+    enabled_events: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Event types to deliver; default: all but task.progress.",
+    )
+
+
+class WebhookUpdate(BaseModel):
+    """Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    description: str | None = Field(default=None, max_length=500)
+    enabled_events: list[str] | None = Field(default=None, min_length=1)
+    status: Literal["enabled", "disabled"] | None = None
+
+
+class WebhookObject(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    url: str
+    description: str | None
+    enabled_events: list[str]
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None
+    secret: str | None = Field(
+        default=None, description="Shown on create and by rotate-secret only."
+    )
+    created_at: str
+    updated_at: str
+
+
+class DeletedObject(BaseModel):
+    id: str
+    object: str
+    deleted: Literal[True] = True

@@ -13,6 +13,13 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskgate.core.ratelimits import parse_rate_limit
+
+# The ``limits`` storages taskgate installs the clients of.
+_RATE_LIMIT_STORAGES = frozenset(
+    {"memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster"}
+)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKGATE_", extra="ignore")
@@ -66,6 +73,22 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limit_reads", "rate_limit_writes")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        """``limits`` notation (``60/minute``, ``10/second;1000/day``) or ``unlimited``:
+        checked here, so that a bad value stops the server before anything starts."""
+        parse_rate_limit(value)
+        return value.strip()
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        scheme = value.partition("://")[0].removeprefix("async+")
+        if scheme not in _RATE_LIMIT_STORAGES:
+            raise ValueError(f"{value!r} is not a storage such as 'memory://' or 'redis://host'")
         return value
 
     @property

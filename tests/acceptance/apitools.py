@@ -4,7 +4,9 @@ rejected request wrote nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -123,11 +125,23 @@ def task_ids(http: httpx.Client, **params: Any) -> list[str]:
     return [task["id"] for task in list_all(http, **params)]
 
 
+def no_token(task: dict[str, Any]) -> dict[str, Any]:
+    """A task object with ``links.events`` stripped of its stream token.
+
+    ``GET /v1/tasks/{id}`` signs a token into ``links.events`` (it changes with the
+    signing period); the task objects in events carry the bare URL.
+    """
+    links = dict(task["links"])
+    if "events" in links:
+        links["events"] = links["events"].split("?", 1)[0]
+    return {**task, "links": links}
+
+
 def stable(task: dict[str, Any]) -> dict[str, Any]:
-    """A task without the fields derived at read time (queue place, ETA)."""
+    """A task without the fields derived at read time (queue place, ETA, stream token)."""
     return {
         key: value
-        for key, value in task.items()
+        for key, value in no_token(task).items()
         if key not in ("queue_position", "estimated_seconds", "estimated_completion")
     }
 
@@ -167,3 +181,73 @@ def cancel_quietly(http: httpx.Client, task_ids_: Iterable[str]) -> None:
 def data_files(data_dir: Path) -> list[Path]:
     """The SQLite database and its WAL and shared-memory files."""
     return sorted(data_dir.glob("taskgate.db*"))
+
+
+def quick_account(
+    data_dir: Path, prefix: str = "acct", *, concurrency: int = 4, credits: str = "100"
+) -> Account:
+    """A fresh account and key, made in this process through the services against the
+    data dir (the CLI spends ~2 s importing per call; use :func:`create_account` where
+    the CLI itself is under test)."""
+    from taskgate.services.accounts import AccountService
+    from taskgate.store.db import Database
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    db = Database(f"sqlite:///{(data_dir / 'taskgate.db').resolve()}", pool_size=1)
+    try:
+        service = AccountService(db)
+        account = service.create_account(name, credits=credits, concurrency=concurrency)
+        key = service.create_key(account.id)[1]
+    finally:
+        db.close()
+    return Account(account.id, name, key)
+
+
+def sql(data_dir: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run one statement on the data dir's SQLite file with the sqlite3 module (not
+    taskgate's code) and commit; returns the rows it gave."""
+    path = data_dir / "taskgate.db"
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
+        return conn.execute(query, params).fetchall()
+
+
+def ledger_of_task(data_dir: Path, task_id: str) -> list[tuple[str, int]]:
+    """A task's ledger entries as (kind, millicredits), oldest first."""
+    rows = sql(data_dir, "SELECT kind, amount FROM ledger WHERE task_id = ? ORDER BY id", task_id)
+    return [(str(kind), int(amount)) for kind, amount in rows]
+
+
+def get_usage(http: httpx.Client) -> dict[str, Any]:
+    """``GET /v1/usage`` of the client's account."""
+    response = http.get("/v1/usage")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def json_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """A JSON response's body, after checking its status and content type."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def send(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """A request with a JSON body, or none."""
+    if body is None:
+        return client.request(method, path, headers=headers)
+    return client.request(method, path, json=body, headers=headers)
+
+
+def send_raw(client: httpx.Client, method: str, path: str, content: bytes) -> httpx.Response:
+    """A request whose body is sent as given, labelled JSON (for malformed JSON)."""
+    return client.request(
+        method, path, content=content, headers={"Content-Type": "application/json"}
+    )

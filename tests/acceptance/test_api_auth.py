@@ -62,6 +62,10 @@ def _routes(targets: dict[str, dict[str, Any]]) -> list[tuple[str, str, Any]]:
         ("POST", "/v1/tasks/query", {"out_task_id": "auth-queued"}),
         ("POST", f"/v1/tasks/{queued}/cancel", None),
         ("DELETE", f"/v1/tasks/{cancelled}", None),
+        ("GET", "/v1/usage", None),
+        ("GET", "/v1/webhooks", None),
+        # A terminal task's stream: its snapshot, then the end.
+        ("GET", f"/v1/tasks/{cancelled}/events", None),
     ]
 
 

@@ -94,7 +94,14 @@ def test_submit_returns_the_whole_task_object(srv: ServerProcess, http: httpx.Cl
     assert task["output"] == []
     assert task["warnings"] == []
     assert task["error"] is None
-    assert task["usage"] is None
+    assert task["usage"] == {"lines": [], "credits": "0"}
+    assert task["billing"] == {
+        "estimated_credits": "0",
+        "reserved_credits": "0",
+        "charged_credits": None,
+        "refunded_credits": None,
+        "currency": "credits",
+    }
     assert task["attempts"] == 0
     assert task["max_attempts"] == 3
     assert task["callback_url"] is None
@@ -103,22 +110,30 @@ def test_submit_returns_the_whole_task_object(srv: ServerProcess, http: httpx.Cl
     assert task["completed_at"] is None
     assert task["cancel_requested_at"] is None
     url = f"{srv.base_url}/v1/tasks/{task['id']}"
-    assert task["links"] == {"self": url, "cancel": f"{url}/cancel", "events": f"{url}/events"}
+    links = dict(task["links"])
+    events, _, token = links.pop("events").partition("?token=")
+    assert links == {"self": url, "cancel": f"{url}/cancel"}
+    # The event stream's link carries a signed token that opens that stream only.
+    assert events == f"{url}/events"
+    assert token
     # Exactly one task was added, and reading it back gives the same record.
     assert set(task_ids(http)) == before | {task["id"]}
 
     done = wait_status(http, task["id"], ["completed"])
     assert done["progress"]["percent"] == 100
     assert done["output"] == [{"waited_seconds": 0.3, "steps": 3}]
-    assert done["usage"] == {"wait_seconds": 0.3}
+    assert done["usage"] == {"wait_seconds": 0.3, "lines": [], "credits": "0"}
+    assert done["billing"]["charged_credits"] == "0"
+    assert done["billing"]["refunded_credits"] == "0"
     assert done["attempts"] == 1
     assert done["queue_position"] is None
     assert done["estimated_seconds"] is None
     assert done["estimated_completion"] is None
     assert parse_time(done["created_at"]) <= parse_time(done["started_at"])
     assert parse_time(done["started_at"]) <= parse_time(done["completed_at"])
-    for key in ("id", "input", "metadata", "priority", "links", "created_at"):
+    for key in ("id", "input", "metadata", "priority", "created_at"):
         assert done[key] == task[key], key
+    assert done["links"]["self"] == task["links"]["self"]
 
 
 def test_submit_to_a_named_workflow(srv: ServerProcess, http: httpx.Client) -> None:

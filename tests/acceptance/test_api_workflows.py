@@ -13,7 +13,7 @@ from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.acceptance
 
-TEST_WORKFLOWS = {"spin", "stubborn", "boom", "slow", "probe"}
+TEST_WORKFLOWS = {"spin", "stubborn", "boom", "slow", "probe", "metered"}
 WORKFLOW_FIELDS = {
     "name",
     "object",
@@ -25,6 +25,7 @@ WORKFLOW_FIELDS = {
     "max_attempts",
     "input_schema",
     "estimate",
+    "pricing",
 }
 
 
@@ -98,6 +99,13 @@ def test_estimates_follow_the_default_input(catalogue: dict[str, Any]) -> None:
     assert catalogue["stubborn"]["estimate"] == {"credits": "0", "seconds": 60.0}
     assert catalogue["spin"]["estimate"] == {"credits": "0", "seconds": 1.0}
     assert catalogue["probe"]["estimate"] == {"credits": "0", "seconds": 0.0}
+    assert catalogue["metered"]["estimate"] == {"credits": "0.5", "seconds": 0.0}
+
+
+def test_a_price_list_is_published(catalogue: dict[str, Any]) -> None:
+    assert catalogue["metered"]["pricing"] == [{"meter": "units", "unit": "unit", "credits": "0.5"}]
+    # A workflow without a price list is charged its estimate.
+    assert catalogue["wait"]["pricing"] is None
     assert catalogue["boom"]["input_schema"]["properties"] == {}
 
 

@@ -11,6 +11,7 @@ from tests.acceptance.worker_support import (
     alive,
     event_types,
     executors,
+    get_task,
     serve_worker,
     submit,
     wait_status,
@@ -54,9 +55,15 @@ def test_a_stubborn_handler_is_cancelled_within_the_grace_period(server: ServerP
         after = wait_until(lambda: len(_executors(server)) == 2 and _executors(server))
         assert len(before - after) == 1
         assert not any(alive(p) for p in before - after)
-        # Both slots work: two tasks at once complete, one of them on the new executor.
-        probes = [submit(http, "probe", {"seconds": 0.5}) for _ in range(2)]
-        done = [wait_status(http, p, timeout=10) for p in probes]
+        # Both slots work: two tasks run at once, one of them on the new executor (long
+        # enough to overlap even when a loaded machine starts the new executor slowly).
+        probes = [submit(http, "probe", {"seconds": 5}) for _ in range(2)]
+        wait_until(
+            lambda: all(get_task(http, p)["status"] == "running" for p in probes),
+            timeout=20,
+            message="both probes running at once",
+        )
+        done = [wait_status(http, p, timeout=20) for p in probes]
         assert [t["status"] for t in done] == ["completed", "completed"]
         assert {t["output"][0]["pid"] for t in done} == after
 

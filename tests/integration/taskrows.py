@@ -31,6 +31,7 @@ def make_task(
     max_attempts: int = 3,
     created_at: int = T0,
     queue: str = "default",
+    credits: int = 0,
 ) -> Task:
     return Task(
         id=new_id("task"),
@@ -53,7 +54,10 @@ def make_task(
         warnings=None,
         error=None,
         usage=None,
-        estimated_credits=0,
+        estimated_credits=credits,
+        reserved_credits=credits,
+        charged_credits=None,
+        refunded_credits=None,
         expected_seconds=1.0,
         timeout_seconds=60.0,
         attempts=0,

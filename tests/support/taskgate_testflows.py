@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskgate.workflows.sdk import Context, Estimate, workflow
+from taskgate.workflows.sdk import Context, Estimate, Rate, Rates, WorkflowError, workflow
 
 
 class Empty(BaseModel):
@@ -91,3 +92,37 @@ def probe(ctx: Context[ProbeInput]) -> dict[str, float | int | str]:
         path = Path(ctx.input.record_dir) / f"{ctx.task_id}-{ctx.attempt}"
         path.write_text(f"{entered} {left} {os.getpid()}")
     return {"entered": entered, "left": left, "pid": os.getpid(), "attempt": ctx.attempt}
+
+
+class MeteredInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    units: float = Field(default=1.0, ge=0, le=1_000_000)
+    #: Reserve for this many units instead (to under- or over-estimate).
+    estimate_units: float | None = Field(default=None, ge=0, le=1_000_000)
+    seconds: float = Field(default=0.0, ge=0, le=600)
+    fail: bool = False
+
+
+_UNIT_PRICE = Decimal("0.5")
+
+
+@workflow(
+    "metered",
+    input=MeteredInput,
+    estimate=lambda i: Estimate(
+        credits=_UNIT_PRICE
+        * Decimal(str(i.units if i.estimate_units is None else i.estimate_units)),
+        seconds=i.seconds,
+    ),
+    price=Rates(units=Rate("unit", _UNIT_PRICE)),
+)
+def metered(ctx: Context[MeteredInput]) -> dict[str, float]:
+    """Reports ``units`` of usage (0.5 credits each), after ``seconds``; fails on request
+    (having used them)."""
+    deadline = time.monotonic() + ctx.input.seconds
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+    ctx.usage(units=ctx.input.units)
+    if ctx.input.fail:
+        raise WorkflowError("Failed as asked.", code="metered_failed")
+    return {"units": ctx.input.units}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +18,10 @@ from starlette.types import ASGIApp
 from taskgate import __version__
 from taskgate.api import errors
 from taskgate.api.middleware import Edge
-from taskgate.api.routes import ops, tasks, workflows
+from taskgate.api.ratelimits import RateLimiter
+from taskgate.api.routes import admin, events, ops, tasks, usage, webhooks, workflows
 from taskgate.composition import Services
+from taskgate.services.channel import API, Listener
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,15 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(_flush_key_use(services))
+        # Workers' writes wake the event streams through the local channel.
+        wakeups = Listener(services.settings.data_dir, API, f"api-{os.getpid()}")
+        wakeups.start(lambda _message: services.events.notify())
+        services.events.start()
         try:
             yield
         finally:
+            wakeups.close()
+            await services.events.stop()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -51,11 +60,22 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
     )
     app.state.services = services
     app.state.base_url = base_url.rstrip("/")
+    settings = services.settings
+    app.state.rate_limiter = RateLimiter(
+        settings.rate_limit_storage_url,
+        reads=settings.rate_limit_reads,
+        writes=settings.rate_limit_writes,
+    )
     errors.install(app)
     # Routes are matched in order, each miss costing a few microseconds: the
     # polling route comes first, the documentation pages last.
     app.include_router(tasks.router)
     app.include_router(workflows.router)
+    app.include_router(events.router)
+    app.include_router(usage.router)
+    app.include_router(webhooks.router)
+    if settings.admin_token:
+        app.include_router(admin.router)
     app.include_router(ops.router)
     docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     app.router.routes.sort(key=lambda route: getattr(route, "path", None) in docs)
@@ -69,7 +89,7 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
             allow_origins=services.settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-Id", "Retry-After"],
+            expose_headers=["X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy"],
         )
     return Edge(app, max_body_bytes=services.settings.max_body_bytes, access_log=access_log)
 

@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from taskgate.api.context import request_id
-from taskgate.core.errors import TaskgateError
+from taskgate.api.ratelimits import SCOPE_KEY, Quota
+from taskgate.core.errors import RateLimited, TaskgateError
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,33 @@ def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in parts)
 
 
-async def _taskgate_error(_request: Request, exc: Exception) -> Response:
+def _limit_headers(request: Request) -> dict[str, str] | None:
+    """The ``RateLimit`` headers of a request a limited route has counted."""
+    quota: Quota | None = request.scope.get(SCOPE_KEY)
+    return quota.headers() if quota is not None else None
+
+
+async def _taskgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TaskgateError)
     if exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message, exc_info=exc.__cause__ or exc)
-    return error_response(exc.status, exc.code, exc.message, param=exc.param, details=exc.details)
+    headers = _limit_headers(request)
+    if isinstance(exc, RateLimited):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
+    return error_response(
+        exc.status, exc.code, exc.message, param=exc.param, details=exc.details, headers=headers
+    )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    response = _invalid_request(exc)
+    if (headers := _limit_headers(request)) is not None:
+        response.headers.update(headers)
+    return response
+
+
+def _invalid_request(exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
     for error in errors:
         if error.get("type") == "json_invalid":

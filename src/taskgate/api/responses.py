@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from taskgate.api.errors import error_response
 from taskgate.api.presenters import retry_after, task_object
 from taskgate.core.clock import now_us
+from taskgate.services.signing import Signer
 from taskgate.services.tasks import TaskView
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -32,11 +33,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def task_response(view: TaskView, base_url: str, status: int = 200) -> Response:
+def task_response(
+    view: TaskView, base_url: str, status: int = 200, signer: Signer | None = None
+) -> Response:
     now = now_us()
     hint = retry_after(view, now)
     headers = {"Retry-After": str(hint)} if hint is not None else None
-    return json_response(task_object(view, base_url, now), status, headers)
+    return json_response(task_object(view, base_url, now, signer), status, headers)
 
 
 __all__ = ["ERROR_RESPONSES", "error_response", "json_response", "task_response"]

@@ -16,16 +16,20 @@ from rich.table import Table
 
 from taskgate.core.clock import iso
 from taskgate.core.errors import TaskgateError
+from taskgate.core.money import format_credits, parse_credits
 from taskgate.settings import Settings
 
 app = typer.Typer(help="taskgate: a self-hosted asynchronous task API.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+credits_app = typer.Typer(help="Credits.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(credits_app, name="credits")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Lines are never wrapped: output read by scripts keeps one record per line.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
@@ -147,6 +151,148 @@ def accounts_create(
         _fail(exc)
     finally:
         services.close()
+
+
+@accounts_app.command("list")
+def accounts_list(data_dir: DataDir = None) -> None:
+    """List the accounts with their limits and credits."""
+    services = _services(data_dir)
+    try:
+        found: list[Any] = []
+        after: str | None = None
+        while page := services.accounts.list_accounts(limit=100, after_id=after):
+            found.extend(page)
+            after = page[-1].id
+    finally:
+        services.close()
+    table = Table("id", "name", "concurrency", "available", "reserved", "reads", "writes")
+    for account in found:
+        table.add_row(
+            account.id,
+            account.name,
+            str(account.concurrency_limit),
+            format_credits(account.credits_available),
+            format_credits(account.credits_reserved),
+            account.rate_limit_reads or "default",
+            account.rate_limit_writes or "default",
+        )
+    Console(width=200).print(table)
+
+
+@accounts_app.command("update")
+def accounts_update(
+    account: str,
+    data_dir: DataDir = None,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks that may run at once.")] = None,
+    rate_limit_reads: Annotated[
+        str | None,
+        typer.Option(help="Reads allowed per key, e.g. 120/minute; unlimited; or default."),
+    ] = None,
+    rate_limit_writes: Annotated[
+        str | None,
+        typer.Option(help="Writes allowed per key, e.g. 10/second; unlimited; or default."),
+    ] = None,
+) -> None:
+    """Change the concurrency limit or the rate limits of ACCOUNT (name or acct_ id)."""
+    from taskgate.services.accounts import UNCHANGED
+
+    services = _services(data_dir)
+    try:
+        updated = services.accounts.update_limits(
+            account,
+            concurrency=concurrency,
+            rate_limit_reads=UNCHANGED if rate_limit_reads is None else rate_limit_reads,
+            rate_limit_writes=UNCHANGED if rate_limit_writes is None else rate_limit_writes,
+        )
+        out.print(
+            f"{updated.name} ({updated.id}): concurrency {updated.concurrency_limit}, "
+            f"reads {updated.rate_limit_reads or 'default'}, "
+            f"writes {updated.rate_limit_writes or 'default'}"
+        )
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+
+
+@credits_app.command("grant")
+def credits_grant(
+    account: str,
+    amount: Annotated[str, typer.Argument(help="Credits to add, decimals allowed (12.5).")],
+    data_dir: DataDir = None,
+    note: Annotated[str | None, typer.Option(help="Kept with the ledger entry.")] = None,
+) -> None:
+    """Add AMOUNT credits to ACCOUNT (name or acct_ id) and print its balance."""
+    services = _services(data_dir)
+    try:
+        balance = services.billing.grant(account, amount, note)
+        out.print(
+            f"Granted {format_credits(parse_credits(amount.strip()))} credits to "
+            f"{balance.account.name}; "
+            f"available: {format_credits(balance.available)}."
+        )
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+
+
+@credits_app.command("show")
+def credits_show(
+    account: str,
+    data_dir: DataDir = None,
+    entries: Annotated[int, typer.Option(help="Latest ledger entries to list.")] = 10,
+) -> None:
+    """Show the credits of ACCOUNT and its latest ledger entries."""
+    services = _services(data_dir)
+    try:
+        balance = services.billing.balance(account)
+        latest = services.billing.entries(account, limit=entries) if entries > 0 else []
+    except TaskgateError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    out.print(f"account    {balance.account.name} ({balance.account.id})")
+    out.print(f"available  {format_credits(balance.available)}")
+    out.print(f"reserved   {format_credits(balance.reserved)}")
+    out.print(f"granted    {format_credits(balance.granted)}")
+    out.print(
+        f"charged    {format_credits(balance.charged_period)} since "
+        f"{iso(balance.period_start)}, {format_credits(balance.charged_total)} in all"
+    )
+    if latest:
+        table = Table("entry", "time", "kind", "credits", "task", "note")
+        for entry in latest:
+            table.add_row(
+                str(entry.id),
+                iso(entry.created_at),
+                entry.kind,
+                format_credits(entry.amount),
+                entry.task_id or "",
+                entry.note or "",
+            )
+        Console(width=200).print(table)
+
+
+@app.command()
+def doctor(data_dir: DataDir = None) -> None:
+    """Check the credit invariants of every account and task; exit 1 on a violation."""
+    services = _services(data_dir)
+    try:
+        found = services.billing.violations()
+    finally:
+        services.close()
+    for violation in found:
+        where = [violation.account_id]
+        if violation.task_id:
+            where.append(violation.task_id)
+        if violation.entry_ids:
+            where.append("ledger entries " + ", ".join(map(str, violation.entry_ids)))
+        out.print(f"VIOLATION {' '.join(where)}: {violation.message}")
+    if found:
+        err.print(f"{len(found)} violation(s) found.")
+        raise typer.Exit(1)
+    out.print("Credits are consistent: every account and task checks out.")
 
 
 @keys_app.command("create")

@@ -10,6 +10,7 @@
     ├── NotFound              404 not_found / task_not_found / workflow_not_found / …
     ├── Conflict              409 idempotency_conflict / task_not_cancellable / task_running
     ├── PayloadTooLarge       413 body_too_large
+    ├── RateLimited           429 rate_limited
     └── Unavailable           503 unavailable
 
 The API translates them to ``{"error": {"code", "message", "param"?, "details"?,
@@ -19,6 +20,8 @@ The API translates them to ``{"error": {"code", "message", "param"?, "details"?,
 from __future__ import annotations
 
 from typing import Any
+
+from taskgate.core.money import format_credits
 
 
 class TaskgateError(Exception):
@@ -69,6 +72,15 @@ class InsufficientCredits(TaskgateError):
     status = 402
     code = "insufficient_credits"
 
+    def __init__(self, *, needed: int, available: int) -> None:
+        super().__init__(
+            f"This task needs {format_credits(needed)} credits; "
+            f"{format_credits(available)} are available.",
+            details={"needed": format_credits(needed), "available": format_credits(available)},
+        )
+        self.needed = needed
+        self.available = available
+
 
 class NotFound(TaskgateError):
     status = 404
@@ -87,6 +99,13 @@ class WorkflowNotFound(NotFound):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"No workflow named {name!r}.", param="workflow")
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"No webhook endpoint {endpoint_id!r}.")
 
 
 class AccountNotFound(NotFound):
@@ -117,6 +136,15 @@ class TaskRunning(Conflict):
 class PayloadTooLarge(TaskgateError):
     status = 413
     code = "body_too_large"
+
+
+class RateLimited(TaskgateError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
 
 
 class Unavailable(TaskgateError):

@@ -31,6 +31,9 @@ class Task:
     error: dict[str, Any] | None
     usage: dict[str, Any] | None
     estimated_credits: int
+    reserved_credits: int
+    charged_credits: int | None
+    refunded_credits: int | None
     expected_seconds: float
     timeout_seconds: float
     attempts: int
@@ -82,6 +85,25 @@ class Account:
     concurrency_limit: int
     running: int
     created_at: int
+    #: Millicredits: what can still be reserved, what open reservations hold, and
+    #: all that was ever charged.
+    credits_available: int = 0
+    credits_reserved: int = 0
+    credits_charged: int = 0
+    #: Rate-limit overrides (``limits`` notation); None: the server's default.
+    rate_limit_reads: str | None = None
+    rate_limit_writes: str | None = None
+
+
+@dataclass(slots=True)
+class LedgerEntry:
+    id: int
+    account_id: str
+    task_id: str | None
+    kind: str
+    amount: int
+    created_at: int
+    note: str | None
 
 
 @dataclass(slots=True)
@@ -92,3 +114,23 @@ class ApiKey:
     created_at: int
     last_used_at: int | None
     revoked_at: int | None
+
+
+@dataclass(slots=True)
+class WebhookEndpoint:
+    id: str
+    account_id: str
+    url: str
+    description: str | None
+    enabled_events: list[str]
+    status: str  # enabled or disabled
+    disabled_reason: str | None
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: int | None
+    failing_since: int | None
+    created_at: int
+    updated_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

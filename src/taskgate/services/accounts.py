@@ -18,8 +18,10 @@ from taskgate.core.errors import (
 )
 from taskgate.core.ids import new_id
 from taskgate.core.models import Account, ApiKey
-from taskgate.core.money import parse_credits
+from taskgate.core.money import SCALE, parse_credits
+from taskgate.core.ratelimits import parse_rate_limit
 from taskgate.store import accounts as repo
+from taskgate.store import ledger
 from taskgate.store.db import Conn, Database
 
 KEY_PREFIX = "tg_live_"
@@ -29,6 +31,10 @@ _CHECK_CHARS = 6
 # Characters of a key kept (in clear) to identify it in listings.
 _SHOWN_CHARS = len(KEY_PREFIX) + 8
 DEFAULT_CONCURRENCY = 4
+#: For :meth:`AccountService.update_limits`: leave this setting as it is.
+UNCHANGED = repo.UNCHANGED
+#: The largest single grant; balances stay far from the 64-bit limit of the columns.
+MAX_GRANT_CREDITS = 1_000_000_000
 
 
 def _base62(value: int, width: int) -> str:
@@ -41,6 +47,11 @@ def _base62(value: int, width: int) -> str:
 
 def _checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode()), _CHECK_CHARS)
+
+
+def _check_concurrency(concurrency: int) -> None:
+    if not 1 <= concurrency <= 10_000:
+        raise InvalidInput("Concurrency is 1–10000.", param="concurrency")
 
 
 def generate_key() -> str:
@@ -64,10 +75,39 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an account, through one of its keys."""
+    """Who is calling: an account, through one of its keys, and the account's
+    rate-limit overrides (None: the server's defaults)."""
 
     account_id: str
     key_id: str
+    rate_limit_reads: str | None = None
+    rate_limit_writes: str | None = None
+
+
+def check_rate_limit(value: str, param: str) -> str:
+    """A rate limit in ``limits`` notation (``60/minute``, ``10/second;1000/day``) or
+    ``unlimited``; raises InvalidInput otherwise."""
+    try:
+        parse_rate_limit(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{exc} (or 'unlimited').", param=param) from exc
+    return value.strip()
+
+
+def parse_amount(value: str, param: str, *, allow_zero: bool = False) -> int:
+    """Credits as given by a person (``"12.5"``) → millicredits; positive (or zero
+    when allowed), and at most :data:`MAX_GRANT_CREDITS`."""
+    try:
+        amount = parse_credits(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{value!r} is not an amount of credits: {exc}.", param=param) from exc
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise InvalidInput("The amount must be positive.", param=param)
+    if amount > MAX_GRANT_CREDITS * SCALE:
+        raise InvalidInput(
+            f"At most {MAX_GRANT_CREDITS:,} credits can be granted at once.", param=param
+        )
+    return amount
 
 
 class AccountService:
@@ -78,33 +118,88 @@ class AccountService:
     # -- accounts -------------------------------------------------------------
 
     def create_account(
-        self, name: str, *, credits: str | None = None, concurrency: int = DEFAULT_CONCURRENCY
+        self,
+        name: str,
+        *,
+        credits: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rate_limit_reads: str | None = None,
+        rate_limit_writes: str | None = None,
     ) -> Account:
         name = name.strip()
         if not name or len(name) > 100 or name.startswith("acct_"):
             raise InvalidInput(
                 "An account name is 1–100 characters and does not start with acct_.", param="name"
             )
-        if concurrency < 1:
-            raise InvalidInput("Concurrency must be at least 1.", param="concurrency")
-        try:
-            amount = parse_credits(credits) if credits is not None else 0
-        except ValueError as exc:
-            raise InvalidInput(str(exc), param="credits") from exc
-        if amount < 0:
-            raise InvalidInput("Credits cannot be negative.", param="credits")
+        _check_concurrency(concurrency)
+        amount = 0
+        if credits is not None:
+            amount = parse_amount(credits, "credits", allow_zero=True)
+        reads, writes = (
+            None if value is None or value == "default" else check_rate_limit(value, param)
+            for param, value in (
+                ("rate_limit_reads", rate_limit_reads),
+                ("rate_limit_writes", rate_limit_writes),
+            )
+        )
         now = now_us()
         account = Account(
-            id=new_id("acct"), name=name, concurrency_limit=concurrency, running=0, created_at=now
+            id=new_id("acct"),
+            name=name,
+            concurrency_limit=concurrency,
+            running=0,
+            created_at=now,
+            rate_limit_reads=reads,
+            rate_limit_writes=writes,
         )
 
-        def write(conn: Conn) -> None:
+        def write(conn: Conn) -> Account:
             repo.create(conn, account)
             if amount:
-                repo.grant(conn, account.id, amount, now, "initial credits")
+                ledger.grant(conn, account.id, amount, now, "initial credits")
+            found = repo.get(conn, account.id)
+            assert found is not None
+            return found
 
-        self._db.write_sync(write)
-        return account
+        return self._db.write_sync(write)
+
+    def list_accounts(self, *, limit: int = 20, after_id: str | None = None) -> list[Account]:
+        return self._db.read_sync(lambda conn: repo.list_page(conn, limit=limit, after_id=after_id))
+
+    def update_limits(
+        self,
+        account: str,
+        *,
+        concurrency: int | None = None,
+        rate_limit_reads: object = UNCHANGED,
+        rate_limit_writes: object = UNCHANGED,
+    ) -> Account:
+        """Change an account's concurrency limit and rate-limit overrides (None or
+        ``default`` for a rate limit: back to the server's default)."""
+        owner = self.find_account(account)
+        if concurrency is not None:
+            _check_concurrency(concurrency)
+        overrides: dict[str, object] = {}
+        for param, value in (
+            ("rate_limit_reads", rate_limit_reads),
+            ("rate_limit_writes", rate_limit_writes),
+        ):
+            if value is UNCHANGED:
+                continue
+            if value is None or value == "default":
+                overrides[param] = None
+            elif isinstance(value, str):
+                overrides[param] = check_rate_limit(value, param)
+            else:
+                raise InvalidInput("A rate limit is a string.", param=param)
+
+        def write(conn: Conn) -> Account:
+            repo.update_limits(conn, owner.id, concurrency=concurrency, **overrides)
+            found = repo.get(conn, owner.id)
+            assert found is not None
+            return found
+
+        return self._db.write_sync(write)
 
     def find_account(self, id_or_name: str) -> Account:
         account = self._db.read_sync(lambda conn: repo.find(conn, id_or_name))
@@ -168,11 +263,16 @@ class AccountService:
         if key is None or not well_formed(key):
             raise Unauthenticated("Missing or malformed API key.")
         digest = hash_key(key)
-        found = await self._db.read(lambda conn: repo.key_by_hash(conn, digest))
-        if found is None or found.revoked_at is not None:
+        found = await self._db.read(lambda conn: repo.authenticate(conn, digest))
+        if found is None or found["revoked_at"] is not None:
             raise Unauthenticated("Invalid or revoked API key.")
-        self._key_use[found.id] = now_us()
-        return Principal(account_id=found.account_id, key_id=found.id)
+        self._key_use[found["id"]] = now_us()
+        return Principal(
+            account_id=found["account_id"],
+            key_id=found["id"],
+            rate_limit_reads=found["rate_limit_reads"],
+            rate_limit_writes=found["rate_limit_writes"],
+        )
 
     async def flush_key_use(self) -> None:
         """Write the ``last_used_at`` of keys used since the last flush."""

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -27,7 +28,7 @@ from taskgate.core.models import Task
 from taskgate.core.money import parse_credits
 from taskgate.core.states import TaskStatus
 from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit
-from taskgate.services.channel import WORKER, LocalChannel
+from taskgate.services.channel import API, WORKER, LocalChannel
 from taskgate.store import accounts as accounts_repo
 from taskgate.store import tasks as repo
 from taskgate.store.db import Conn, Database
@@ -98,10 +99,25 @@ def decode_cursor(cursor: str) -> str:
 
 
 class TaskService:
-    def __init__(self, db: Database, registry: Registry, channel: LocalChannel) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        channel: LocalChannel,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._registry = registry
         self._channel = channel
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        """Events were written: wake this process's streams and the other API
+        processes'."""
+        if self._on_change is not None:
+            self._on_change()
+        self._channel.publish(API, b"e")
 
     async def submit(
         self, account_id: str, workflow_name: str, req: WorkflowSubmit, idempotency_key: str | None
@@ -126,6 +142,7 @@ class TaskService:
             )
         if created:
             self._channel.publish(WORKER, b"t")
+            self._changed()
         return await self._view(stored), created
 
     async def submit_many(
@@ -141,6 +158,7 @@ class TaskService:
         await self._db.write(write)
         if created:
             self._channel.publish(WORKER, b"t")
+            self._changed()
         return created
 
     def _new_task(
@@ -167,6 +185,7 @@ class TaskService:
             loc = ".".join(str(part) for part in ("input", *first["loc"]))
             raise InvalidInput(f"{loc}: {first['msg']}", param=loc) from exc
         estimate = wf.estimate_for(value)
+        credits = parse_credits(Decimal(estimate.credits).quantize(_MILLI, rounding=ROUND_CEILING))
         input_ = value.model_dump(mode="json")
         now = now_us()
         return Task(
@@ -190,9 +209,11 @@ class TaskService:
             warnings=None,
             error=None,
             usage=None,
-            estimated_credits=parse_credits(
-                Decimal(estimate.credits).quantize(_MILLI, rounding=ROUND_CEILING)
-            ),
+            estimated_credits=credits,
+            # The estimate is held until the task ends.
+            reserved_credits=credits,
+            charged_credits=None,
+            refunded_credits=None,
             expected_seconds=float(estimate.seconds),
             timeout_seconds=wf.timeout,
             attempts=0,
@@ -295,6 +316,7 @@ class TaskService:
         task = await self._db.write(write)
         if task.status is TaskStatus.RUNNING:
             self._channel.publish(WORKER, b"c" + task.id.encode())
+        self._changed()
         return await self._view(task)
 
     async def delete(self, account_id: str, task_id: str) -> None:

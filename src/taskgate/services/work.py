@@ -7,7 +7,7 @@ expired leases of any worker, and on shutdown puts back what it still runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from taskgate.core.clock import now_us
 from taskgate.core.models import Task
@@ -31,7 +31,9 @@ class WorkQueue:
         queues: Sequence[str],
         lease_us: int,
         backoff_us: int,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        self._on_change = on_change
         self._db = db
         self.worker_id = worker_id
         self.queues = list(queues)
@@ -66,7 +68,14 @@ class WorkQueue:
             )
             return done, claimed
 
-        return await self._db.write_nearby(write)
+        done, claimed = await self._db.write_nearby(write)
+        if progress or done or claimed:
+            self._changed()
+        return done, claimed
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     def retry_at(self, attempt: int) -> int:
         """When a task whose attempt failed retryably may run again."""
@@ -81,10 +90,16 @@ class WorkQueue:
 
     async def recover_expired(self) -> list[Task]:
         """Retry, fail or cancel the tasks of any worker whose lease ran out."""
-        return await self._db.write_nearby(
+        changed = await self._db.write_nearby(
             lambda conn: queue.recover_expired(conn, now_us(), self._backoff_us)
         )
+        if changed:
+            self._changed()
+        return changed
 
     async def release(self, leases: Sequence[Lease]) -> list[Task]:
         """Put running tasks back in the queue without spending their attempt."""
-        return await self._db.write_nearby(lambda conn: queue.release(conn, leases, now_us()))
+        released = await self._db.write_nearby(lambda conn: queue.release(conn, leases, now_us()))
+        if released:
+            self._changed()
+        return released

@@ -1,8 +1,9 @@
-"""Accounts, their API keys, and credit grants."""
+"""Accounts and their API keys."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -10,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from taskgate.core.errors import Conflict
 from taskgate.core.models import Account, ApiKey
 from taskgate.store.prepared import Prepared
-from taskgate.store.tables import accounts, api_keys, ledger
+from taskgate.store.tables import accounts, api_keys
 
 _ACCOUNT_COLUMNS = (
     accounts.c.id,
@@ -18,6 +19,11 @@ _ACCOUNT_COLUMNS = (
     accounts.c.concurrency_limit,
     accounts.c.running,
     accounts.c.created_at,
+    accounts.c.credits_available,
+    accounts.c.credits_reserved,
+    accounts.c.credits_charged,
+    accounts.c.rate_limit_reads,
+    accounts.c.rate_limit_writes,
 )
 _KEY_COLUMNS = (
     api_keys.c.id,
@@ -39,6 +45,8 @@ def create(conn: Connection, account: Account) -> None:
                     concurrency_limit=account.concurrency_limit,
                     running=0,
                     created_at=account.created_at,
+                    rate_limit_reads=account.rate_limit_reads,
+                    rate_limit_writes=account.rate_limit_writes,
                 )
             )
     except IntegrityError as exc:
@@ -59,7 +67,7 @@ def find(conn: Connection, id_or_name: str) -> Account | None:
             or_(accounts.c.id == id_or_name, accounts.c.name == id_or_name)
         )
     ).first()
-    return Account(*row) if row is not None else None
+    return Account(**row._mapping) if row is not None else None
 
 
 _GET = Prepared(select(*_ACCOUNT_COLUMNS).where(accounts.c.id == bindparam("account_id")))
@@ -70,17 +78,36 @@ def get(conn: Connection, account_id: str) -> Account | None:
     return Account(**row) if row is not None else None
 
 
-def grant(conn: Connection, account_id: str, amount: int, now: int, note: str | None) -> None:
-    conn.execute(
-        insert(ledger).values(
-            account_id=account_id,
-            task_id=None,
-            kind="grant",
-            amount=amount,
-            created_at=now,
-            note=note,
-        )
-    )
+def list_page(conn: Connection, *, limit: int, after_id: str | None = None) -> list[Account]:
+    """Oldest first."""
+    query = select(*_ACCOUNT_COLUMNS)
+    if after_id is not None:
+        query = query.where(accounts.c.id > after_id)
+    rows = conn.execute(query.order_by(accounts.c.id).limit(limit)).all()
+    return [Account(**row._mapping) for row in rows]
+
+
+#: Leave a setting as it is (None means "use the server's default" for rate limits).
+UNCHANGED: object = object()
+
+
+def update_limits(
+    conn: Connection,
+    account_id: str,
+    *,
+    concurrency: int | None = None,
+    rate_limit_reads: object = UNCHANGED,
+    rate_limit_writes: object = UNCHANGED,
+) -> None:
+    values: dict[str, object] = {}
+    if concurrency is not None:
+        values["concurrency_limit"] = concurrency
+    if rate_limit_reads is not UNCHANGED:
+        values["rate_limit_reads"] = rate_limit_reads
+    if rate_limit_writes is not UNCHANGED:
+        values["rate_limit_writes"] = rate_limit_writes
+    if values:
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
 
 def add_key(conn: Connection, key: ApiKey, key_hash: str) -> None:
@@ -119,6 +146,24 @@ _KEY_BY_HASH = Prepared(select(*_KEY_COLUMNS).where(api_keys.c.key_hash == bindp
 def key_by_hash(conn: Connection, key_hash: str) -> ApiKey | None:
     row = _KEY_BY_HASH.first(conn, key_hash=key_hash)
     return ApiKey(**row) if row is not None else None
+
+
+_AUTHENTICATE = Prepared(
+    select(
+        api_keys.c.id,
+        api_keys.c.account_id,
+        api_keys.c.revoked_at,
+        accounts.c.rate_limit_reads,
+        accounts.c.rate_limit_writes,
+    )
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.key_hash == bindparam("key_hash"))
+)
+
+
+def authenticate(conn: Connection, key_hash: str) -> dict[str, Any] | None:
+    """The key with this hash and its account's rate-limit overrides."""
+    return _AUTHENTICATE.first(conn, key_hash=key_hash)
 
 
 def revoke_key(conn: Connection, key_id: str, now: int) -> None:

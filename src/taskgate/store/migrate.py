@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -43,10 +44,34 @@ def is_current(conn: Connection) -> bool:
 
 def upgrade(db: Database, revision: str = "head") -> None:
     """Apply pending migrations in one transaction."""
+    _run(db, lambda config: command.upgrade(config, revision))
+
+
+def downgrade(db: Database, revision: str) -> None:
+    """Revert migrations down to ``revision``, in one transaction."""
+    _run(db, lambda config: command.downgrade(config, revision))
+
+
+def _run(db: Database, step: Callable[[Config], None]) -> None:
     config = _config()
-    with db.write_engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    with db.write_engine.connect() as conn:
+        # Alembic alters a SQLite table by rebuilding it, which a referencing
+        # table's foreign key would refuse halfway; the keys are off while the
+        # migration runs (the pragma is a no-op inside a transaction, so it is
+        # set first) and checked, all of them, before it commits.
+        if db.is_sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                config.attributes["connection"] = conn
+                step(config)
+                if db.is_sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken}")
+        finally:
+            if db.is_sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def autogenerate(db: Database, message: str) -> None:

@@ -12,11 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, bindparam, case, func, select, update
+from sqlalchemy import BigInteger, Boolean, Connection, bindparam, case, func, select, update
 
 from taskgate.core.models import Task
 from taskgate.core.states import TERMINAL_EVENT, EventType, TaskStatus
-from taskgate.store import events
+from taskgate.store import events, ledger
 from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
 
@@ -40,6 +40,9 @@ class Finish:
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
     warnings: list[dict[str, Any]] | None = None
+    #: The price of the usage in millicredits (completed tasks only; the charge is
+    #: capped at the reservation, and failed or cancelled tasks are charged nothing).
+    charge: int = 0
     retry_at: int | None = None
     progress: tuple[float, str | None, str | None] | None = None
 
@@ -250,6 +253,7 @@ def _finish_statement(*, unless_cancel_requested: bool) -> Prepared:
             error=bindparam("error", type_=tasks.c.error.type),
             usage=bindparam("usage", type_=tasks.c.usage.type),
             warnings=bindparam("warnings", type_=tasks.c.warnings.type),
+            **ledger.split(bindparam("charge", type_=BigInteger)),
         )
         .returning(tasks)
     )
@@ -273,7 +277,9 @@ def finish_many(conn: Connection, outcomes: Sequence[Finish], now: int) -> list[
         applied = _apply(conn, outcome, now)
         if applied is not None:
             changed.append(applied)
-    _leave_running(conn, [task for task, _ in changed])
+    left = [task for task, _ in changed]
+    _leave_running(conn, left)
+    ledger.close(conn, (task for task in left if task.terminal), now)
     for event_type in dict.fromkeys(kind for _, kind in changed):
         events.append(conn, [task for task, kind in changed if kind is event_type], event_type, now)
     return [task for task, _ in changed]
@@ -294,6 +300,8 @@ def _apply(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType
         "error": outcome.error,
         "usage": outcome.usage,
         "warnings": outcome.warnings,
+        # NULL leaves a requeued task's reservation open.
+        "charge": None if requeue else 0,
         **_fence(outcome.lease),
     }
     if outcome.progress is not None:
@@ -303,6 +311,7 @@ def _apply(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType
     if outcome.status is TaskStatus.COMPLETED:
         params["output"] = outcome.output or []
         params["progress_percent"] = 100.0
+        params["charge"] = outcome.charge
     cancelled = outcome.status is TaskStatus.CANCELLED
     row = (_FINISH_CANCELLED if cancelled else _FINISH).first(conn, **params)
     if row is not None:

@@ -31,9 +31,22 @@ accounts = Table(
     Column("running", Integer, nullable=False, server_default=text("0")),
     # Round-robin cursor of the claim: the account claimed longest ago goes first.
     Column("last_claim_at", BigInteger, nullable=True),
+    # Credits, in millicredits, kept in step with the ledger by the transactions
+    # that write it: available = grants − charged − open reservations; reserved =
+    # open reservations; charged = all charges ever. ``taskgate doctor`` checks
+    # them against the ledger.
+    Column("credits_available", BigInteger, nullable=False, server_default=text("0")),
+    Column("credits_reserved", BigInteger, nullable=False, server_default=text("0")),
+    Column("credits_charged", BigInteger, nullable=False, server_default=text("0")),
+    # Rate-limit overrides in ``limits`` notation; NULL means the server's default.
+    Column("rate_limit_reads", String(100), nullable=True),
+    Column("rate_limit_writes", String(100), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     CheckConstraint("running >= 0", name="ck_accounts_running"),
     CheckConstraint("concurrency_limit >= 1", name="ck_accounts_concurrency"),
+    CheckConstraint("credits_available >= 0", name="ck_accounts_credits_available"),
+    CheckConstraint("credits_reserved >= 0", name="ck_accounts_credits_reserved"),
+    CheckConstraint("credits_charged >= 0", name="ck_accounts_credits_charged"),
 )
 
 api_keys = Table(
@@ -75,6 +88,11 @@ tasks = Table(
     Column("error", JSON, nullable=True),
     Column("usage", JSON, nullable=True),
     Column("estimated_credits", BigInteger, nullable=False, server_default=text("0")),
+    # Held from submit until the task is terminal, then split into charged and
+    # refunded (both NULL until then).
+    Column("reserved_credits", BigInteger, nullable=False, server_default=text("0")),
+    Column("charged_credits", BigInteger, nullable=True),
+    Column("refunded_credits", BigInteger, nullable=True),
     Column("expected_seconds", Float, nullable=False),
     Column("timeout_seconds", Float, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
@@ -144,6 +162,32 @@ ledger = Table(
     CheckConstraint("amount >= 0", name="ck_ledger_amount"),
     Index("ix_ledger_account", "account_id", "id"),
     Index("ix_ledger_task", "task_id"),
+    # Charges of an account in a period (GET /v1/usage).
+    Index("ix_ledger_account_kind", "account_id", "kind", "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("description", String(500), nullable=True),
+    # Event types delivered to the endpoint.
+    Column("enabled_events", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    # Why the server disabled it (None when enabled, or disabled by its owner).
+    Column("disabled_reason", String(200), nullable=True),
+    Column("secret", String(100), nullable=False),
+    # After a rotation, deliveries are signed with both secrets until this time.
+    Column("previous_secret", String(100), nullable=True),
+    Column("previous_secret_expires_at", BigInteger, nullable=True),
+    # Start of the current run of failed deliveries (None while it succeeds).
+    Column("failing_since", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    CheckConstraint("status IN ('enabled', 'disabled')", name="ck_webhook_endpoints_status"),
+    Index("ix_webhook_endpoints_account", "account_id", "id"),
 )
 
 # The claim: queued tasks of one account in priority (higher first), then age, order.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, func, literal, select, update
 from sqlalchemy import insert as sql_insert
 
 from taskgate.core.models import Task
 from taskgate.core.states import EventType, TaskStatus
-from taskgate.store import events
+from taskgate.store import events, ledger
 from taskgate.store.dialects import InsertUnlessConflict
 from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
@@ -29,7 +29,9 @@ _INSERT_UNLESS_KEY_USED = InsertUnlessConflict(
 
 
 def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
-    """Insert a new task and its ``task.created`` event.
+    """Insert a new task, its ``task.created`` event, and its reservation (which
+    raises InsufficientCredits if the account cannot cover it; the caller's
+    transaction then writes nothing).
 
     With an ``out_task_id`` that the account already used, nothing is written and
     the existing task is returned with False. A concurrent duplicate waits for the
@@ -45,6 +47,7 @@ def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
             return existing, False
     else:
         _INSERT.execute(conn, **values)
+    ledger.reserve(conn, task, task.created_at)
     events.append(conn, [task], EventType.CREATED, task.created_at)
     return task, True
 
@@ -121,7 +124,12 @@ def cancel_queued(conn: Connection, task_id: str, now: int) -> Task | None:
         conn.execute(
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.QUEUED)
-            .values(status=TaskStatus.CANCELLED, completed_at=now, **_bump(now))
+            .values(
+                status=TaskStatus.CANCELLED,
+                completed_at=now,
+                **ledger.split(literal(0, BigInteger)),
+                **_bump(now),
+            )
             .returning(tasks)
         )
         .mappings()
@@ -130,6 +138,7 @@ def cancel_queued(conn: Connection, task_id: str, now: int) -> Task | None:
     if row is None:
         return None
     task = Task.from_mapping(row)
+    ledger.close(conn, [task], now)
     events.append(conn, [task], EventType.CANCELLED, now)
     return task
 
@@ -165,6 +174,17 @@ def delete_terminal(conn: Connection, task_id: str) -> None:
         )
     )
     conn.execute(events_table.delete().where(events_table.c.task_id == task_id))
+
+
+_COUNT_QUEUED = Prepared(
+    select(func.count())
+    .select_from(tasks)
+    .where(tasks.c.account_id == bindparam("account_id"), tasks.c.status == TaskStatus.QUEUED.value)
+)
+
+
+def count_queued(conn: Connection, account_id: str) -> int:
+    return int(_COUNT_QUEUED.scalar(conn, account_id=account_id))
 
 
 def _bounded_count(condition: Any) -> Prepared:

@@ -27,9 +27,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskgate import logs
+from taskgate.core.money import format_credits, parse_credits
 from taskgate.worker.procutil import die_with_parent
 from taskgate.workflows.registry import Registry
-from taskgate.workflows.sdk import Cancelled, Context, WorkflowError
+from taskgate.workflows.sdk import Cancelled, Context, Price, WorkflowError
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,9 @@ def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -
             elif result is not None:
                 kind = type(result).__name__
                 raise TypeError(f"a handler returns a dict, a list of dicts or None, not {kind}")
+            # Priced before the outputs are kept: a price function that fails
+            # fails the run.
+            price = wf.price_for(ctx.input, ctx._usage)
             destination = Path(job.output_dir)
             for item in ctx._files:
                 if not item.path.exists():
@@ -167,7 +171,12 @@ def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -
                 destination.mkdir(parents=True, exist_ok=True)
                 os.replace(item.path, destination / item.name)
                 output.append(described)
-            report = {"status": "completed", "output": output}
+            report = {
+                "status": "completed",
+                "output": output,
+                "usage": usage_record(ctx._usage, price),
+                "charge": parse_credits(price.total),
+            }
     except Cancelled:
         report = {"status": "cancelled"}
     except WorkflowError as exc:
@@ -198,9 +207,26 @@ def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    report["usage"] = dict(ctx._usage) or None
+    report.setdefault("usage", usage_record(ctx._usage, None))
     report["warnings"] = list(ctx._warnings) or None
     return report
+
+
+def usage_record(meters: dict[str, float], price: Price | None) -> dict[str, Any]:
+    """A task's ``usage``: its meters, and what they cost (nothing unless completed)."""
+    record: dict[str, Any] = dict(meters)
+    lines = price.lines if price is not None else ()
+    record["lines"] = [
+        {
+            "meter": line.meter,
+            "quantity": line.quantity,
+            "unit": line.unit,
+            "credits": format_credits(parse_credits(line.credits)),
+        }
+        for line in lines
+    ]
+    record["credits"] = format_credits(parse_credits(price.total) if price is not None else 0)
+    return record
 
 
 async def _await(awaitable: Any) -> Any:

@@ -23,6 +23,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as MpEvent
@@ -33,7 +34,7 @@ from taskgate.core.ids import new_id
 from taskgate.core.models import Task
 from taskgate.core.states import TaskStatus
 from taskgate.metrics import TASK_DURATION, TASKS_FINISHED
-from taskgate.services.channel import WORKER, Listener
+from taskgate.services.channel import API, WORKER, Listener, LocalChannel
 from taskgate.services.work import Finish, Lease, WorkQueue
 from taskgate.settings import Settings
 from taskgate.store.db import Database
@@ -97,12 +98,15 @@ class WorkerRuntime:
         self.registry = registry
         self.worker_id = worker_id or new_id("wrk")
         self.queues = registry.queues()
+        self._api_channel = LocalChannel(settings.data_dir)
         self.work = WorkQueue(
             db,
             worker_id=self.worker_id,
             queues=self.queues,
             lease_us=to_us(settings.lease_seconds),
             backoff_us=to_us(settings.retry_backoff_seconds),
+            # Event streams in the API processes read the outbox when woken.
+            on_change=partial(self._api_channel.publish, API, b"e"),
         )
         self.slots = [Slot(i) for i in range(slots)]
         self._mp = multiprocessing.get_context("spawn")
@@ -148,6 +152,7 @@ class WorkerRuntime:
             for slot in self.slots:
                 self._kill(slot)
             self._listener.close()
+            self._api_channel.close()
             log.info("worker %s stopped", self.worker_id)
 
     async def _schedule_until_stopped(self) -> None:
@@ -309,7 +314,13 @@ class WorkerRuntime:
             "progress": tuple(latest) if latest else running.pending_progress,
         }
         if status == "completed":
-            return Finish(running.lease, TaskStatus.COMPLETED, output=report["output"], **common)
+            return Finish(
+                running.lease,
+                TaskStatus.COMPLETED,
+                output=report["output"],
+                charge=report["charge"],
+                **common,
+            )
         if status == "cancelled" or running.cancel_requested:
             return Finish(running.lease, TaskStatus.CANCELLED, **common)
         finish = self._failure(running, report["error"])

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -32,6 +32,10 @@ InputT = TypeVar("InputT", bound=BaseModel)
 
 Result = dict[str, Any] | list[dict[str, Any]] | None
 
+_MILLI = Decimal("0.001")
+# Keys of a task's usage object that are not meters.
+_RESERVED_METERS = frozenset({"lines", "credits"})
+
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
@@ -39,6 +43,69 @@ class Estimate:
 
     credits: Decimal = Decimal(0)
     seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One line of a price: ``quantity`` of ``meter``, counted in ``unit``, costs ``credits``."""
+
+    meter: str
+    quantity: float
+    unit: str
+    credits: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a run costs: its lines, and their total."""
+
+    lines: tuple[Charge, ...] = ()
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.credits for line in self.lines), Decimal(0))
+
+
+#: How a workflow prices a run: from its input and the usage meters it reported.
+Pricing = Callable[[Any, Mapping[str, float]], Price]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """The price of one unit of a meter."""
+
+    unit: str
+    credits: Decimal | str
+
+    def __post_init__(self) -> None:
+        value = Decimal(self.credits)
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"a rate is a non-negative amount of credits, not {self.credits!r}")
+        object.__setattr__(self, "credits", value)
+
+
+class Rates:
+    """A price list: each meter's quantity times its rate, e.g.
+    ``Rates(audio_seconds=Rate("second", "0.02"), image_count=Rate("image", "0.5"))``.
+
+    Meters the run did not report cost nothing; a reported meter without a rate
+    is an error in the workflow (it would be given away silently)."""
+
+    def __init__(self, **rates: Rate) -> None:
+        self.rates = dict(rates)
+
+    def __call__(self, _input: Any, usage: Mapping[str, float]) -> Price:
+        unpriced = set(usage) - set(self.rates)
+        if unpriced:
+            raise ValueError(f"no rate for the meters {sorted(unpriced)}")
+        lines = []
+        for meter, rate in self.rates.items():
+            quantity = usage.get(meter)
+            if quantity is None:
+                continue
+            credits = Decimal(str(quantity)) * Decimal(rate.credits)
+            lines.append(Charge(meter, quantity, rate.unit, credits))
+        return Price(tuple(lines))
 
 
 class WorkflowError(Exception):
@@ -73,6 +140,8 @@ class Workflow(Generic[InputT]):
     estimate: Callable[[InputT], Estimate]
     title: str
     description: str
+    #: None: a completed run is charged its estimate.
+    price: Pricing | None = None
     version: str = "1"
     timeout: float = 3600.0
     max_attempts: int = 3
@@ -81,12 +150,32 @@ class Workflow(Generic[InputT]):
     def estimate_for(self, value: InputT) -> Estimate:
         return self.estimate(value)
 
+    def price_for(self, value: InputT, usage: Mapping[str, float]) -> Price:
+        """The price of a completed run, each line rounded to 1/1000 credit."""
+        if self.price is None:
+            flat = Decimal(self.estimate(value).credits)
+            price = Price((Charge("run", 1, "run", flat),) if flat else ())
+        else:
+            price = self.price(value, usage)
+        return Price(
+            tuple(
+                Charge(
+                    line.meter,
+                    line.quantity,
+                    line.unit,
+                    Decimal(line.credits).quantize(_MILLI, rounding=ROUND_HALF_UP),
+                )
+                for line in price.lines
+            )
+        )
+
 
 def workflow(
     name: str,
     *,
     input: type[InputT],
     estimate: Callable[[InputT], Estimate] | None = None,
+    price: Pricing | None = None,
     title: str | None = None,
     description: str | None = None,
     version: str = "1",
@@ -95,7 +184,12 @@ def workflow(
     queue: str = "default",
 ) -> Callable[[Callable[[Context[InputT]], Result]], Workflow[InputT]]:
     """Declare a workflow. The decorated name becomes a :class:`Workflow`; the
-    registry finds it among the attributes of the module that defines it."""
+    registry finds it among the attributes of the module that defines it.
+
+    ``estimate`` gives the credits reserved at submit and the expected duration;
+    ``price`` (a function of the input and the usage meters, or :class:`Rates`)
+    gives what a completed run costs, capped at the reservation. Without it a
+    completed run costs its estimate."""
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     if timeout <= 0:
@@ -108,6 +202,7 @@ def workflow(
             handler=handler,
             input=input,
             estimate=estimate or (lambda _value: Estimate()),
+            price=price,
             title=title or name.replace("-", " ").replace("_", " ").capitalize(),
             description=description or doc,
             version=version,
@@ -165,8 +260,11 @@ class Context(Generic[InputT]):
             raise Cancelled
 
     def usage(self, **meters: float) -> None:
-        """Add to usage meters, e.g. ``ctx.usage(audio_seconds=30)``."""
+        """Add to usage meters, e.g. ``ctx.usage(audio_seconds=30)``. A completed
+        run is charged the workflow's price of its meters."""
         for meter, quantity in meters.items():
+            if meter in _RESERVED_METERS:
+                raise ValueError(f"{meter!r} is not a meter name")
             self._usage[meter] = self._usage.get(meter, 0.0) + float(quantity)
 
     def warn(self, code: str, message: str, field: str | None = None) -> None:
@@ -195,9 +293,14 @@ class Context(Generic[InputT]):
 __all__ = [
     "Cancelled",
     "Channel",
+    "Charge",
     "Context",
     "Estimate",
     "OutputFile",
+    "Price",
+    "Pricing",
+    "Rate",
+    "Rates",
     "Result",
     "RetryableError",
     "Workflow",

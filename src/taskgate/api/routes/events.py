@@ -1,0 +1,192 @@
+"""Server-sent events: ``GET /v1/tasks/{id}/events`` and ``GET /v1/events``.
+
+A task's stream starts with a ``task.snapshot`` (its ``id:`` is the sequence number
+of the latest event it reflects), then sends each later change (``event:`` its
+type, ``id:`` the task's sequence number) and closes after the terminal event.
+``Last-Event-ID`` (or ``?last_event_id=``) resumes: no snapshot, exactly the events
+after it, and a 204 when the task ended with that event. The account's stream sends
+every event of the account (``id:`` the ``evt_`` id) and never ends by itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from taskgate.api.deps import Caller, ReaderDep, read_caller
+from taskgate.api.presenters import event_object, snapshot_object
+from taskgate.api.responses import ERROR_RESPONSES
+from taskgate.core.clock import now_us
+from taskgate.core.errors import InvalidParam
+from taskgate.core.models import Event
+from taskgate.services.events import TaskStart
+from taskgate.services.tasks import TaskView
+
+router = APIRouter(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "An event stream"}
+}
+
+
+def _last_event_id(request: Request, query: str | None) -> str | None:
+    value = request.headers.get("last-event-id", query)
+    return value.strip() if value is not None and value.strip() else None
+
+
+def _data(payload: dict[str, Any]) -> str:
+    return orjson.dumps(payload).decode()
+
+
+class _EncodedEvents:
+    """Each event's SSE bytes, made once for all the streams that send it (an event
+    of an account with many open streams is sent many times)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._cache: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
+
+    def get(self, event: Event, base_url: str, *, by_seq: bool) -> bytes:
+        key = (event.id, base_url, by_seq)
+        encoded = self._cache.get(key)
+        if encoded is None:
+            encoded = ServerSentEvent(
+                _data(event_object(event, base_url)),
+                event=event.type,
+                # A task's stream numbers its events; the account's uses evt_ ids.
+                id=str(event.seq) if by_seq else event.id,
+            ).encode()
+            self._cache[key] = encoded
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return encoded
+
+
+_ENCODED = _EncodedEvents()
+
+
+def _stream(
+    request: Request, events: AsyncIterator[ServerSentEvent | bytes]
+) -> EventSourceResponse:
+    keepalive = request.app.state.services.settings.sse_keepalive_seconds
+    return EventSourceResponse(
+        events,
+        ping=keepalive,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/tasks/{task_id}/events",
+    operation_id="stream_task_events",
+    response_class=EventSourceResponse,
+    responses=_STREAM,
+)
+async def stream_task_events(
+    task_id: str,
+    request: Request,
+    token: Annotated[
+        str | None, Query(description="A stream token from the task's links.events")
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Query(description="Resume after this event (or the Last-Event-ID header)")
+    ] = None,
+) -> Response:
+    """A task's changes as server-sent events. Authenticated by the API key, or by
+    the signed ``token`` of ``links.events`` (for EventSource in browsers)."""
+    services = request.app.state.services
+    if token is not None:
+        account_id = services.signer.open_stream_token(token, task_id)
+        caller: Caller | None = None
+    else:
+        caller = await read_caller(request)
+        account_id = caller.account_id
+    resume = _last_event_id(request, last_event_id)
+    after_seq: int | None = None
+    if resume is not None:
+        if not _DIGITS.fullmatch(resume):
+            raise InvalidParam(
+                "A task's event ids are sequence numbers (0, 1, 2…).", param="last_event_id"
+            )
+        after_seq = int(resume)
+    base_url = request.app.state.base_url
+    hub = services.events
+    # The subscription stays open for the response's lifetime (the stream closes
+    # it); opening it here turns a 404 or 400 into a normal response.
+    opened = AsyncExitStack()
+    start, events = await opened.enter_async_context(
+        hub.task_events(account_id, task_id, after_seq)
+    )
+    if after_seq is not None and start.task.terminal and not start.backlog:
+        await opened.aclose()
+        response = Response(status_code=204)
+    else:
+        response = _stream(request, _task_stream(opened, start, events, base_url, after_seq))
+    return caller.with_limit_headers(response) if caller is not None else response
+
+
+async def _task_stream(
+    opened: AsyncExitStack,
+    start: TaskStart,
+    events: AsyncIterator[list[Event]],
+    base_url: str,
+    after_seq: int | None,
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    try:
+        if after_seq is None:
+            now = now_us()
+            yield ServerSentEvent(
+                _data(snapshot_object(TaskView(start.task), base_url, now)),
+                event="task.snapshot",
+                id=str(start.task.event_seq),
+            )
+        async for batch in events:
+            # One write for all the events that were waiting.
+            yield b"".join(_ENCODED.get(event, base_url, by_seq=True) for event in batch)
+    finally:
+        await opened.aclose()
+
+
+@router.get(
+    "/events",
+    operation_id="stream_account_events",
+    response_class=EventSourceResponse,
+    responses=_STREAM,
+)
+async def stream_account_events(
+    request: Request,
+    caller: ReaderDep,
+    last_event_id: Annotated[
+        str | None, Query(description="Resume after this evt_ id (or the Last-Event-ID header)")
+    ] = None,
+) -> Response:
+    """Every change of every task of the account, as server-sent events."""
+    resume = _last_event_id(request, last_event_id)
+    if resume is not None and not resume.startswith("evt_"):
+        raise InvalidParam("The account's event ids are evt_ ids.", param="last_event_id")
+    opened = AsyncExitStack()
+    events = await opened.enter_async_context(
+        caller.services.events.account_events(caller.account_id, resume)
+    )
+    return caller.with_limit_headers(
+        _stream(request, _account_stream(opened, events, caller.base_url))
+    )
+
+
+async def _account_stream(
+    opened: AsyncExitStack, events: AsyncIterator[list[Event]], base_url: str
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    try:
+        async for batch in events:
+            yield b"".join(_ENCODED.get(event, base_url, by_seq=False) for event in batch)
+    finally:
+        await opened.aclose()

@@ -1,0 +1,307 @@
+"""Following the outbox: event streams of a task or an account, and waiting for a
+task to end.
+
+One :class:`EventHub` per API process reads the events committed since it last
+looked (one query, whoever listens) and hands each to the subscriptions of its task
+and account. It looks when told that something was written (the local channel's
+``api`` wake-up from workers, or this process's own writes) and, while anyone
+listens, at least every poll interval, so a lost wake-up costs latency, never an
+event. A subscription registers before its reader reads the past from the database,
+so nothing falls between the two; what arrives twice is dropped by position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+
+from taskgate.core.errors import InvalidParam, TaskNotFound
+from taskgate.core.models import Event, Task
+from taskgate.core.states import TERMINAL_EVENT
+from taskgate.store import events as repo
+from taskgate.store import tasks as tasks_repo
+from taskgate.store.db import Conn, Database
+
+log = logging.getLogger(__name__)
+
+TERMINAL_TYPES = frozenset(str(kind) for kind in TERMINAL_EVENT.values())
+_BATCH = 1000
+# Stored events a resumed account stream replays at most; past that, it resumes again.
+_BACKLOG_LIMIT = 10_000
+# Events a subscriber may fall behind by before it is dropped (it reconnects and
+# resumes from its last event id).
+_QUEUE_LIMIT = 10_000
+
+
+@dataclass(eq=False)
+class Subscription:
+    """Events of one task or one account, in commit order, as the hub reads them."""
+
+    task_id: str | None
+    account_id: str | None
+    queue: asyncio.Queue[tuple[int, Event] | None] = field(
+        default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT)
+    )
+    overflowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStart:
+    """Where a task's stream starts: its state now (the snapshot, unless resuming),
+    and the events after the resume point that are already stored."""
+
+    task: Task
+    backlog: list[Event]
+
+
+class EventHub:
+    def __init__(self, db: Database, *, poll_interval: float) -> None:
+        self._db = db
+        self._poll_interval = poll_interval
+        self._position: int | None = None  # None: nobody listens, nothing read
+        self._by_task: dict[str, set[Subscription]] = {}
+        self._by_account: dict[str, set[Subscription]] = {}
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name="event-hub")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for subs in (*self._by_task.values(), *self._by_account.values()):
+            for sub in subs:
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)
+
+    def notify(self) -> None:
+        """Something was written: look now (called from the event loop's thread)."""
+        self._wake.set()
+
+    @property
+    def listening(self) -> int:
+        return sum(map(len, self._by_task.values())) + sum(map(len, self._by_account.values()))
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+            if self._position is None:
+                continue
+            try:
+                await self._read()
+            except Exception:
+                log.exception("event hub: reading the outbox failed")
+
+    async def _read(self) -> None:
+        while self._position is not None:
+            after = self._position
+            found = await self._db.read(partial(repo.tail, after=after, limit=_BATCH))
+            for position, event in found:
+                self._dispatch(position, event)
+            if found:
+                self._position = found[-1][0]
+            if len(found) < _BATCH:
+                return
+
+    def _dispatch(self, position: int, event: Event) -> None:
+        for sub in (
+            *self._by_task.get(event.task_id, ()),
+            *self._by_account.get(event.account_id, ()),
+        ):
+            if sub.overflowed:
+                continue
+            try:
+                sub.queue.put_nowait((position, event))
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                sub.queue.get_nowait()
+                sub.queue.put_nowait(None)
+
+    # -- subscriptions -------------------------------------------------------
+
+    async def _subscribe(self, sub: Subscription) -> Subscription:
+        if self._position is None:
+            # The first listener: from here on, every committed event is read.
+            head = await self._db.read(repo.head)
+            if self._position is None:  # unless another first listener came first
+                self._position = head
+        if sub.task_id is not None:
+            self._by_task.setdefault(sub.task_id, set()).add(sub)
+        else:
+            assert sub.account_id is not None
+            self._by_account.setdefault(sub.account_id, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        index, key = (
+            (self._by_task, sub.task_id)
+            if sub.task_id is not None
+            else (self._by_account, sub.account_id)
+        )
+        assert key is not None
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+        if not self._by_task and not self._by_account:
+            self._position = None
+
+    @contextlib.asynccontextmanager
+    async def task_events(
+        self, account_id: str, task_id: str, after_seq: int | None
+    ) -> AsyncIterator[tuple[TaskStart, AsyncIterator[list[Event]]]]:
+        """A task's stream: where it starts, then every later event, in order, ending
+        after the terminal one. Events come in lists: all those waiting at once.
+
+        ``after_seq`` None: start from the task's current state (the snapshot);
+        a number: the events after that sequence number (a resumed stream).
+        """
+        sub = await self._subscribe(Subscription(task_id, None))
+        try:
+
+            def read(conn: Conn) -> TaskStart:
+                task = tasks_repo.get(conn, task_id, account_id)
+                if task is None:
+                    raise TaskNotFound(task_id)
+                if after_seq is None:
+                    return TaskStart(task, [])
+                if after_seq > task.event_seq:
+                    raise InvalidParam(
+                        f"The task has no event {after_seq} yet.", param="last_event_id"
+                    )
+                return TaskStart(task, repo.for_task(conn, task_id, after_seq))
+
+            start = await self._db.read(read)
+            last = start.task.event_seq if after_seq is None else after_seq
+            yield start, self._follow_task(sub, start, last)
+        finally:
+            self._unsubscribe(sub)
+
+    async def _follow_task(
+        self, sub: Subscription, start: TaskStart, last: int
+    ) -> AsyncIterator[list[Event]]:
+        if start.backlog:
+            batch = _through_terminal(start.backlog)
+            yield batch
+            if batch[-1].type in TERMINAL_TYPES:
+                return
+            last = batch[-1].seq
+        elif start.task.terminal and last >= start.task.event_seq:
+            return
+        while True:
+            items = await _next_items(sub)
+            if items is None:
+                return  # fell too far behind, or the server stops: the client resumes
+            fresh: list[Event] = []
+            for _position, event in items:
+                if event.seq <= last:
+                    continue
+                if event.seq > last + 1:
+                    # Cannot happen with commit-ordered reads; if it does, fill the gap.
+                    missing = await self._db.read(
+                        partial(repo.for_task, task_id=event.task_id, after_seq=last)
+                    )
+                    fresh.extend(e for e in missing if e.seq <= event.seq)
+                else:
+                    fresh.append(event)
+                last = fresh[-1].seq if fresh else last
+            if fresh:
+                batch = _through_terminal(fresh)
+                yield batch
+                if batch[-1].type in TERMINAL_TYPES:
+                    return
+
+    @contextlib.asynccontextmanager
+    async def account_events(
+        self, account_id: str, after_event_id: str | None
+    ) -> AsyncIterator[AsyncIterator[list[Event]]]:
+        """Every event of an account after ``after_event_id`` (or from now), in
+        commit order, in lists of those waiting at once; never ends by itself."""
+        sub = await self._subscribe(Subscription(None, account_id))
+        try:
+            backlog: list[tuple[int, Event]] = []
+            if after_event_id is not None:
+                known = await self._db.read(
+                    partial(repo.exists, account_id=account_id, event_id=after_event_id)
+                )
+                if not known:
+                    raise InvalidParam(
+                        f"No event {after_event_id!r} in this account.", param="last_event_id"
+                    )
+                backlog = await self._db.read(
+                    partial(
+                        repo.for_account,
+                        account_id=account_id,
+                        after_event_id=after_event_id,
+                        limit=_BACKLOG_LIMIT,
+                    )
+                )
+            yield self._follow_account(sub, backlog)
+        finally:
+            self._unsubscribe(sub)
+
+    async def _follow_account(
+        self, sub: Subscription, backlog: list[tuple[int, Event]]
+    ) -> AsyncIterator[list[Event]]:
+        last = 0
+        for offset in range(0, len(backlog), _BATCH):
+            chunk = backlog[offset : offset + _BATCH]
+            yield [event for _position, event in chunk]
+            last = chunk[-1][0]
+        if len(backlog) >= _BACKLOG_LIMIT:
+            # More is stored than one replay sends: end here, and the client
+            # resumes after the last event it received.
+            return
+        while True:
+            items = await _next_items(sub)
+            if items is None:
+                return
+            fresh = [event for position, event in items if position > last]
+            if fresh:
+                last = items[-1][0]
+                yield fresh
+
+    async def until_terminal(self, account_id: str, task_id: str) -> None:
+        """Return once the task is terminal (the caller bounds the wait with
+        ``asyncio.timeout``)."""
+        async with self.task_events(account_id, task_id, None) as (start, events):
+            if start.task.terminal:
+                return
+            async for _batch in events:
+                pass
+
+
+async def _next_items(sub: Subscription) -> list[tuple[int, Event]] | None:
+    """What the subscription holds: waits for one item, then takes every item
+    already queued, so that a stream that fell behind sends them as one write.
+    None when the stream must end (it fell too far behind, or the server stops)."""
+    first = await sub.queue.get()
+    if first is None:
+        return None
+    items = [first]
+    while len(items) < _BATCH and not sub.queue.empty():
+        item = sub.queue.get_nowait()
+        if item is None:
+            return None
+        items.append(item)
+    return items
+
+
+def _through_terminal(events: list[Event]) -> list[Event]:
+    """``events`` up to and including the first terminal one."""
+    for index, event in enumerate(events):
+        if event.type in TERMINAL_TYPES:
+            return events[: index + 1]
+    return events

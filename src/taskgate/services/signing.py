@@ -1,0 +1,85 @@
+"""Signed, expiring tokens: the secret key, and what it signs.
+
+The key is ``TASKGATE_SECRET_KEY``, or (embedded mode) a random key generated into
+the data dir on first use and kept there. Tokens are itsdangerous' URL-safe timed
+signatures, one salt per purpose, so a token made for one purpose is refused by
+every other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from taskgate.core.errors import Unauthenticated
+from taskgate.settings import Settings
+
+SECRET_FILE = "secret_key"
+#: How long a task's event-stream token (in ``links.events``) lets a browser in.
+STREAM_TOKEN_SECONDS = 15 * 60
+# A task's token is made once per this many seconds and reused meanwhile, so
+# every token handed out is valid for at least STREAM_TOKEN_SECONDS − this.
+_STREAM_TOKEN_REUSE_SECONDS = 5 * 60
+
+
+def load_secret(settings: Settings) -> str:
+    """The configured secret key, or the data dir's own (made on first use)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / SECRET_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(48)
+    try:
+        # O_EXCL: of two processes starting together, one writes and both read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_when_written(path)
+    with os.fdopen(fd, "w") as out:
+        out.write(candidate)
+    return candidate
+
+
+def _read_when_written(path: Path) -> str:
+    # The process that created the file writes it at once; give it a second.
+    for _ in range(100):
+        if value := path.read_text().strip():
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"the secret key file {path} is empty")
+
+
+class Signer:
+    def __init__(self, secret: str) -> None:
+        self._streams = URLSafeTimedSerializer(secret, salt="taskgate.stream")
+        self._stream_token = lru_cache(maxsize=8192)(self._make_stream_token)
+
+    def stream_token(self, account_id: str, task_id: str, now_seconds: float) -> str:
+        """A token that opens the event stream of one task (for ``EventSource``,
+        which cannot send an Authorization header)."""
+        return self._stream_token(
+            account_id, task_id, int(now_seconds) // _STREAM_TOKEN_REUSE_SECONDS
+        )
+
+    def _make_stream_token(self, account_id: str, task_id: str, _period: int) -> str:
+        return str(self._streams.dumps([account_id, task_id]))
+
+    def open_stream_token(self, token: str, task_id: str) -> str:
+        """The account a stream token was made for, if it is valid for this task."""
+        try:
+            value: Any = self._streams.loads(token, max_age=STREAM_TOKEN_SECONDS)
+        except SignatureExpired as exc:
+            raise Unauthenticated("The stream token has expired.", code="token_expired") from exc
+        except BadSignature as exc:
+            raise Unauthenticated("Not a valid stream token.", code="invalid_token") from exc
+        if not (isinstance(value, list) and len(value) == 2 and value[1] == task_id):
+            raise Unauthenticated("The stream token is for another task.", code="invalid_token")
+        return str(value[0])

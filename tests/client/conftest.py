@@ -1,0 +1,34 @@
+"""Fixtures of the SDK tests: one real ``taskgate serve`` shared by the directory's
+tests (each test makes its own account where balances or lists matter), and clients
+of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from taskgate.client import Client
+from tests.acceptance.apitools import Account, quick_account
+from tests.helpers import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("sdk") / "data", env={"TASKGATE_WORKERS": "4"})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def account(sdk_server: ServerProcess) -> Account:
+    """A fresh account with 100 credits and room for 4 running tasks."""
+    return quick_account(sdk_server.data_dir, "sdk")
+
+
+@pytest.fixture
+def client(sdk_server: ServerProcess, account: Account) -> Iterator[Client]:
+    with Client(sdk_server.base_url, account.key) as made:
+        yield made
