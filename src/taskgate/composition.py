@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from taskgate.core.clock import to_us
 from taskgate.services.accounts import AccountService
 from taskgate.services.billing import BillingService
 from taskgate.services.channel import LocalChannel
+from taskgate.services.deliveries import Deliverer
 from taskgate.services.events import EventHub
+from taskgate.services.files import FilePolicy, FileService
 from taskgate.services.ops import OpsService
 from taskgate.services.signing import Signer, load_secret
+from taskgate.services.storage import open_storage
 from taskgate.services.tasks import TaskService
 from taskgate.services.webhooks import WebhookService
 from taskgate.settings import Settings
@@ -31,6 +36,11 @@ class Services:
     events: EventHub
     signer: Signer
     webhooks: WebhookService
+    files: FileService
+    #: Delivers webhooks and callbacks (started by the API only).
+    deliveries: Deliverer
+    #: Events were written (here or by another process): wake their readers.
+    events_written: Callable[[], None]
 
     def close(self) -> None:
         self.channel.close()
@@ -43,6 +53,22 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
     registry = registry or Registry.load(settings.workflows)
     channel = LocalChannel(settings.data_dir)
     hub = EventHub(db, poll_interval=settings.poll_interval_seconds)
+    link_ttl = to_us(settings.link_ttl.total_seconds()) if settings.link_ttl else None
+    signer = Signer(load_secret(settings), file_link_ttl_us=link_ttl)
+    files = FileService(db, open_storage(settings), signer, file_policy(settings))
+    deliverer = Deliverer(
+        db,
+        schedule=settings.webhook_retry_schedule,
+        timeout=settings.webhook_timeout_seconds,
+        disable_after=settings.webhook_disable_after_seconds,
+        allow_private=settings.allow_private_urls,
+        poll_interval=settings.poll_interval_seconds,
+    )
+
+    def events_written() -> None:
+        hub.notify()
+        deliverer.notify()
+
     return Services(
         settings=settings,
         db=db,
@@ -50,9 +76,27 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
         channel=channel,
         accounts=AccountService(db),
         billing=BillingService(db),
-        tasks=TaskService(db, registry, channel, on_change=hub.notify),
+        tasks=TaskService(
+            db,
+            registry,
+            channel,
+            on_change=events_written,
+            allow_private_urls=settings.allow_private_urls,
+            files=files,
+        ),
         ops=OpsService(db),
         events=hub,
-        signer=Signer(load_secret(settings)),
+        signer=signer,
         webhooks=WebhookService(db, allow_private_urls=settings.allow_private_urls),
+        files=files,
+        deliveries=deliverer,
+        events_written=events_written,
+    )
+
+
+def file_policy(settings: Settings) -> FilePolicy:
+    return FilePolicy(
+        max_upload_bytes=settings.max_upload_bytes,
+        input_retention_us=to_us(settings.input_retention.total_seconds()),
+        allow_private_urls=settings.allow_private_urls,
     )

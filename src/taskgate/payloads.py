@@ -119,6 +119,18 @@ class Billing(BaseModel):
     currency: Literal["credits"] = "credits"
 
 
+class TaskCallback(BaseModel):
+    """A task's ``callback_url`` and how its delivery went."""
+
+    url: str
+    events: list[str] | None
+    #: pending until the terminal event is delivered (delivered) or given up (failed).
+    status: Literal["pending", "delivered", "failed"]
+    attempt_count: int
+    delivered_at: str | None
+    last_error: str | None
+
+
 class TaskObject(BaseModel):
     id: str
     object: Literal["task"] = "task"
@@ -140,8 +152,7 @@ class TaskObject(BaseModel):
     billing: Billing
     attempts: int
     max_attempts: int
-    callback_url: str | None
-    callback_events: list[str] | None
+    callback: TaskCallback | None
     created_at: str
     started_at: str | None
     completed_at: str | None
@@ -245,6 +256,12 @@ class AdminAccountUpdate(BaseModel):
     concurrency: int | None = Field(default=None, ge=1, le=10_000)
     rate_limit_reads: str | None = Field(default=None, description=_RATE_LIMIT_DOC)
     rate_limit_writes: str | None = Field(default=None, description=_RATE_LIMIT_DOC)
+    output_retention_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        strict=True,
+        description="How long outputs live, in seconds; null: the server's default.",
+    )
 
 
 class AdminGrant(BaseModel):
@@ -265,6 +282,7 @@ class AccountObject(BaseModel):
     charged_total: str
     rate_limit_reads: str | None
     rate_limit_writes: str | None
+    output_retention_seconds: int | None = None
     created_at: str
 
 
@@ -322,7 +340,79 @@ class WebhookObject(BaseModel):
     updated_at: str
 
 
+class DeliveryAttempt(BaseModel):
+    attempted_at: str
+    #: The receiver's HTTP status; null when no answer came.
+    status_code: int | None
+    duration_ms: int
+    #: timeout, connection_error, blocked_address, redirect, http_error…; null on success.
+    error: str | None
+
+
+class DeliveryObject(BaseModel):
+    id: str
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    webhook_id: str | None
+    event_id: str
+    event_type: str
+    task_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempt_count: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    delivered_at: str | None
+    attempts: list[DeliveryAttempt]
+
+
+class CallbackSecretObject(BaseModel):
+    object: Literal["callback_secret"] = "callback_secret"
+    secret: str = Field(description="Signs the account's per-task callbacks (Standard Webhooks).")
+
+
 class DeletedObject(BaseModel):
     id: str
     object: str
     deleted: Literal[True] = True
+
+
+class FileObject(BaseModel):
+    """An uploaded input or a produced output."""
+
+    id: str
+    object: Literal["file"] = "file"
+    filename: str
+    purpose: Literal["input", "output"]
+    content_type: str
+    #: image, audio, video or file.
+    type: str
+    bytes: int
+    #: Lowercase hex SHA-256 of the content.
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    #: The task that produced an output.
+    task_id: str | None = None
+    created_at: str
+    expires_at: str
+    #: True once retention deleted (or is about to delete) the content.
+    expired: bool = False
+
+
+class FileUrlRequest(BaseModel):
+    """``POST /v1/files/{id}/url``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds; default: the server's link TTL. Never past the file's own expiry.",
+    )
+
+
+class FileUrlObject(BaseModel):
+    url: str
+    url_expires_at: str

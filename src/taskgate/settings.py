@@ -6,6 +6,7 @@ Built once at the edge (the CLI) and passed down; nothing else reads the environ
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,10 @@ from taskgate.core.ratelimits import parse_rate_limit
 _RATE_LIMIT_STORAGES = frozenset(
     {"memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster"}
 )
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Settings(BaseSettings):
@@ -53,14 +58,27 @@ class Settings(BaseSettings):
     input_retention: timedelta = timedelta(hours=24)
     task_retention: timedelta = timedelta(days=30)
     link_ttl: timedelta | None = None
+    # How often a worker deletes expired files and purges old tasks.
+    retention_interval_seconds: float = Field(default=60.0, gt=0)
 
     storage_url: str | None = None
     s3_endpoint_url: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
 
-    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
-    webhook_timeout_seconds: float = 15.0
+    # Delays (seconds) before the retries of a failed delivery; each gets jitter.
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5,
+        300,
+        1800,
+        7200,
+        18000,
+        36000,
+        36000,
+    )
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    # An endpoint whose deliveries have all failed for this long is disabled.
+    webhook_disable_after_seconds: float = Field(default=5 * 86400.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     allow_private_urls: bool = False
     admin_token: str | None = None
@@ -73,6 +91,36 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            try:
+                delays = tuple(float(part) for part in parts)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a comma-separated list of seconds") from None
+            value = delays
+        if isinstance(value, tuple | list) and not all(
+            isinstance(delay, int | float) and 0 <= delay < float("inf") for delay in value
+        ):
+            raise ValueError("retry delays are seconds, 0 or more")
+        return value
+
+    @field_validator(
+        "output_retention", "input_retention", "task_retention", "link_ttl", mode="before"
+    )
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Seconds (``90``, ``2.5``), a number with a unit (``30s``, ``15m``, ``24h``,
+        ``7d``), or ISO 8601 (``P7D``)."""
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value.strip().lower())
+            if match:
+                number, unit = match.groups()
+                return timedelta(seconds=float(number) * _UNITS[unit or "s"])
         return value
 
     @field_validator("rate_limit_reads", "rate_limit_writes")

@@ -45,6 +45,7 @@ ACCOUNT_FIELDS = {
     "charged_total",
     "rate_limit_reads",
     "rate_limit_writes",
+    "output_retention_seconds",
     "created_at",
 }
 KEY_FIELDS = {
@@ -192,6 +193,7 @@ def account_body(
         "charged_total": charged,
         "rate_limit_reads": reads,
         "rate_limit_writes": writes,
+        "output_retention_seconds": None,
         "created_at": made["created_at"],
     }
 

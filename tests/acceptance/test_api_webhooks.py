@@ -29,9 +29,9 @@ from tests.helpers import ServerProcess, start_server
 
 pytestmark = pytest.mark.acceptance
 
-WEBHOOK_ID = re.compile(r"^whk_[0-9A-HJKMNP-TV-Z]{26}$")
+WEBHOOK_ID = re.compile(r"^we_[0-9A-HJKMNP-TV-Z]{26}$")
 SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
-UNKNOWN_ID = "whk_01J00000000000000000000000"
+UNKNOWN_ID = "we_01J00000000000000000000000"
 PUBLIC = "http://93.184.216.34/hooks"
 ALL_EVENTS = [
     "task.created",
@@ -111,7 +111,7 @@ def open_srv(servers: tuple[ServerProcess, ServerProcess]) -> ServerProcess:
 @pytest.fixture
 def acct(srv: ServerProcess) -> Account:
     """A fresh account on the default server: no endpoints yet."""
-    return quick_account(srv.data_dir, "whk")
+    return quick_account(srv.data_dir, "wh")
 
 
 @pytest.fixture
@@ -661,7 +661,7 @@ def test_rotate_secret_gives_a_new_secret_each_time(srv: ServerProcess, http: ht
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINT_ROUTES, ids=ENDPOINT_ROUTE_IDS)
-@pytest.mark.parametrize("ref", [UNKNOWN_ID, "whk_nope", "nope", "task_01J00000000000000000000000"])
+@pytest.mark.parametrize("ref", [UNKNOWN_ID, "we_nope", "nope", "task_01J00000000000000000000000"])
 def test_an_unknown_id_is_404(
     srv: ServerProcess,
     shared: httpx.Client,
@@ -696,7 +696,7 @@ def test_another_accounts_endpoint_is_404(
         assert error["message"] == f"No webhook endpoint {mine['id']!r}.", error
         assert list_all(theirs) == []
         # Their cursor walks only their own endpoints.
-        page = json_of(theirs.get("/v1/webhooks", params={"cursor": "whk_Z"}), 200)
+        page = json_of(theirs.get("/v1/webhooks", params={"cursor": "we_Z"}), 200)
         assert page == EMPTY_LIST
     assert row(srv, mine["id"]) == stored
     assert read(http, mine["id"]) == hidden(mine)

@@ -15,7 +15,13 @@ from tests.helpers import ServerProcess, start_server
 
 @pytest.fixture(scope="session")
 def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("sdk") / "data", env={"TASKGATE_WORKERS": "4"})
+    env = {
+        "TASKGATE_WORKERS": "4",
+        # Webhook tests deliver to a receiver on 127.0.0.1, and retry soon.
+        "TASKGATE_ALLOW_PRIVATE_URLS": "true",
+        "TASKGATE_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2",
+    }
+    proc = start_server(tmp_path_factory.mktemp("sdk") / "data", env=env)
     try:
         yield proc
     finally:

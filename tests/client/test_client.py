@@ -31,14 +31,32 @@ pytestmark = pytest.mark.acceptance
 UNKNOWN_TASK = "task_01J0000000000000000000000Z"
 
 
+def unsigned(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Output items without their download links (signed afresh on every read)."""
+    return [
+        {key: value for key, value in item.items() if key not in ("url", "url_expires_at")}
+        for item in output
+    ]
+
+
 def same(task: TaskObject) -> dict[str, Any]:
     """A task without its links (the events link carries a token signed per read)."""
-    return task.model_dump(exclude={"links"})
+    return {**task.model_dump(exclude={"links"}), "output": unsigned(task.output)}
 
 
 def test_workflows(client: Client) -> None:
     names = [workflow.name for workflow in client.workflows.list()]
-    assert names == ["boom", "metered", "probe", "slow", "spin", "stubborn", "wait"]
+    assert names == [
+        "boom",
+        "copy-files",
+        "metered",
+        "music",
+        "probe",
+        "slow",
+        "spin",
+        "stubborn",
+        "wait",
+    ]
     wait = client.workflows.get("wait")
     assert (wait.name, wait.object, wait.max_attempts) == ("wait", "workflow", 3)
     assert wait.input_schema["properties"]["seconds"]["type"] == "number"
@@ -112,9 +130,10 @@ def test_run_gives_a_handle_at_once(client: Client) -> None:
     done = run.wait()
     assert (done.id, done.status) == (run.task_id, "completed")
     output = run.result()
-    assert output == done.output
+    assert unsigned(output) == unsigned(done.output)
     assert output[0] == {"waited_seconds": 0.1, "steps": 1}
     assert (output[1]["name"], output[1]["bytes"]) == ("wait.bin", 10)
+    assert output[1]["url"].startswith(client.base_url)
     assert same(run.refresh()) == same(done)
 
 

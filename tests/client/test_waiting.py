@@ -160,3 +160,14 @@ def test_wait_survives_a_server_restart(tmp_path: Path) -> None:
     done = results[0]
     assert isinstance(done, TaskObject), done
     assert (done.id, done.status) == (task.id, "completed")
+
+
+def test_wait_reports_each_state_it_learns_of(client: Client) -> None:
+    seen: list[TaskObject] = []
+    task = client.tasks.create("wait", {"seconds": 0.3, "steps": 3})
+    done = client.tasks.wait(task.id, timeout=20, on_update=seen.append)
+    assert all(update.id == task.id for update in seen)
+    assert seen[-1].model_dump(exclude={"links"}) == done.model_dump(exclude={"links"})
+    assert {update.status for update in seen} >= {"running", "completed"}
+    percents = [update.progress.percent for update in seen]
+    assert percents == sorted(percents) and percents[-1] == 100

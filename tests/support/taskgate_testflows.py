@@ -14,7 +14,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskgate.workflows.sdk import Context, Estimate, Rate, Rates, WorkflowError, workflow
+from taskgate.workflows.sdk import (
+    Context,
+    Estimate,
+    FileRef,
+    Rate,
+    Rates,
+    WorkflowError,
+    workflow,
+)
 
 
 class Empty(BaseModel):
@@ -126,3 +134,24 @@ def metered(ctx: Context[MeteredInput]) -> dict[str, float]:
     if ctx.input.fail:
         raise WorkflowError("Failed as asked.", code="metered_failed")
     return {"units": ctx.input.units}
+
+
+class CopyInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: FileRef
+    extra: list[FileRef] = Field(default_factory=list)
+    hold_seconds: float = Field(default=0, ge=0, le=60)
+
+
+@workflow("copy-files", input=CopyInput, estimate=lambda i: Estimate(seconds=1))
+def copy_files(ctx: Context[CopyInput]) -> dict[str, int]:
+    """Writes each input file back as an output (byte for byte), after holding for
+    ``hold_seconds`` (cancellable)."""
+    end = time.monotonic() + ctx.input.hold_seconds
+    while time.monotonic() < end and not ctx.cancelled:
+        time.sleep(0.01)
+    refs = [ctx.input.source, *ctx.input.extra]
+    for index, ref in enumerate(refs):
+        data = ctx.file(ref).read_bytes()
+        ctx.output_file(f"copy-{index}.bin").write_bytes(data)
+    return {"copied": len(refs)}

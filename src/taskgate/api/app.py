@@ -18,8 +18,19 @@ from starlette.types import ASGIApp
 from taskgate import __version__
 from taskgate.api import errors
 from taskgate.api.middleware import Edge
+from taskgate.api.presenters import event_object
 from taskgate.api.ratelimits import RateLimiter
-from taskgate.api.routes import admin, events, ops, tasks, usage, webhooks, workflows
+from taskgate.api.routes import (
+    account,
+    admin,
+    events,
+    files,
+    ops,
+    tasks,
+    usage,
+    webhooks,
+    workflows,
+)
 from taskgate.composition import Services
 from taskgate.services.channel import API, Listener
 
@@ -37,12 +48,16 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
         flusher = asyncio.create_task(_flush_key_use(services))
         # Workers' writes wake the event streams through the local channel.
         wakeups = Listener(services.settings.data_dir, API, f"api-{os.getpid()}")
-        wakeups.start(lambda _message: services.events.notify())
+        wakeups.start(lambda _message: services.events_written())
         services.events.start()
+        services.deliveries.start(
+            lambda event: event_object(event, _app.state.base_url, services.signer)
+        )
         try:
             yield
         finally:
             wakeups.close()
+            await services.deliveries.stop()
             await services.events.stop()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,6 +89,8 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
     app.include_router(events.router)
     app.include_router(usage.router)
     app.include_router(webhooks.router)
+    app.include_router(files.router)
+    app.include_router(account.router)
     if settings.admin_token:
         app.include_router(admin.router)
     app.include_router(ops.router)

@@ -6,11 +6,12 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from taskgate.core.clock import MICROS, iso, now_us
-from taskgate.core.models import Account, ApiKey, Event, Task, WebhookEndpoint
+from taskgate.core.clock import MICROS, iso, now_us, parse_iso
+from taskgate.core.models import Account, ApiKey, Event, StoredFile, Task, WebhookEndpoint
 from taskgate.core.money import format_credits, parse_credits
 from taskgate.core.states import TaskStatus
 from taskgate.services.billing import Balance
+from taskgate.services.deliveries import DeliveryView
 from taskgate.services.signing import Signer
 from taskgate.services.tasks import TaskView
 from taskgate.workflows.sdk import Rates, Workflow
@@ -49,15 +50,14 @@ def task_object(
         "estimated_completion": iso(now + round(estimated * MICROS))
         if estimated is not None
         else None,
-        "output": task.output or [],
+        "output": output_list(task.output, base_url, now, signer),
         "warnings": task.warnings or [],
         "error": task.error,
         "usage": task.usage or _NO_USAGE,
         "billing": billing_object(task),
         "attempts": task.attempts,
         "max_attempts": task.max_attempts,
-        "callback_url": task.callback_url,
-        "callback_events": task.callback_events,
+        "callback": callback_object(task),
         "created_at": iso(task.created_at),
         "started_at": iso(task.started_at),
         "completed_at": iso(task.completed_at),
@@ -73,6 +73,69 @@ def task_object(
 _NO_USAGE: dict[str, Any] = {"lines": [], "credits": "0"}
 
 
+def output_list(
+    output: list[dict[str, Any]] | None, base_url: str, now: int, signer: Signer | None
+) -> list[dict[str, Any]]:
+    """A task's output; each file in it with ``expired`` and, while it lives, a fresh
+    signed ``url`` and ``url_expires_at`` (null without a signer)."""
+    if not output:
+        return []
+    return [
+        output_file_entry(item, base_url, now, signer) if "file_id" in item else item
+        for item in output
+    ]
+
+
+def output_file_entry(
+    item: dict[str, Any], base_url: str, now: int, signer: Signer | None
+) -> dict[str, Any]:
+    entry = dict(item)
+    expires_at = entry.get("expires_at")
+    file_expires = parse_iso(expires_at) if isinstance(expires_at, str) else 0
+    expired = file_expires <= now
+    url = url_expires = None
+    if signer is not None and not expired:
+        path, until = signer.file_link(str(item["file_id"]), file_expires, now)
+        url, url_expires = base_url + path, iso(until)
+    entry.update(url=url, url_expires_at=url_expires, expired=expired)
+    return entry
+
+
+def file_object(record: StoredFile, now: int | None = None) -> dict[str, Any]:
+    now = now_us() if now is None else now
+    return {
+        "id": record.id,
+        "object": "file",
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "content_type": record.content_type,
+        "type": record.kind,
+        "bytes": record.bytes,
+        "sha256": record.sha256,
+        "width": record.width,
+        "height": record.height,
+        "duration": record.duration,
+        "task_id": record.task_id,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+        "expired": record.expired(now),
+    }
+
+
+def callback_object(task: Task) -> dict[str, Any] | None:
+    """The per-task callback and how its delivery went (null without one)."""
+    if task.callback_url is None:
+        return None
+    return {
+        "url": task.callback_url,
+        "events": task.callback_events,
+        "status": task.callback_status or "pending",
+        "attempt_count": task.callback_attempts,
+        "delivered_at": iso(task.callback_delivered_at),
+        "last_error": task.callback_last_error,
+    }
+
+
 def billing_object(task: Task) -> dict[str, Any]:
     """Credits of a task: estimated and reserved from submit on; charged and
     refunded once it is terminal (null until then)."""
@@ -86,25 +149,30 @@ def billing_object(task: Task) -> dict[str, Any]:
     }
 
 
-def event_object(event: Event, base_url: str) -> dict[str, Any]:
-    """An event's payload: ``{id, type, created_at, data: <task object>}``."""
-    task = Task.from_mapping(event.data)
+def event_object(event: Event, base_url: str, signer: Signer | None = None) -> dict[str, Any]:
+    """An event's payload: ``{id, type, created_at, data: <task object>}``: the task
+    as the event recorded it, its output files with links signed now (with a
+    signer), so that a receiver can fetch them."""
+    task = Task.from_event_data(event.data)
+    data = task_object(TaskView(task), base_url, event.created_at)
+    if signer is not None:
+        data["output"] = output_list(task.output, base_url, now_us(), signer)
     return {
         "id": event.id,
         "type": event.type,
         "created_at": iso(event.created_at),
-        "data": task_object(TaskView(task), base_url, event.created_at),
+        "data": data,
     }
 
 
-def snapshot_object(view: TaskView, base_url: str, now: int) -> dict[str, Any]:
+def snapshot_object(
+    view: TaskView, base_url: str, now: int, signer: Signer | None = None
+) -> dict[str, Any]:
     """The first event of a task's stream: the task as it stands."""
-    return {
-        "id": None,
-        "type": "task.snapshot",
-        "created_at": iso(now),
-        "data": task_object(view, base_url, now),
-    }
+    data = task_object(view, base_url, now)
+    if signer is not None:
+        data["output"] = output_list(view.task.output, base_url, now, signer)
+    return {"id": None, "type": "task.snapshot", "created_at": iso(now), "data": data}
 
 
 def usage_object(balance: Balance, rate_limits: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,6 +205,7 @@ def account_object(account: Account) -> dict[str, Any]:
         "charged_total": format_credits(account.credits_charged),
         "rate_limit_reads": account.rate_limit_reads,
         "rate_limit_writes": account.rate_limit_writes,
+        "output_retention_seconds": account.output_retention_seconds,
         "created_at": iso(account.created_at),
     }
 
@@ -166,6 +235,34 @@ def webhook_object(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> d
         "secret": endpoint.secret if with_secret else None,
         "created_at": iso(endpoint.created_at),
         "updated_at": iso(endpoint.updated_at),
+    }
+
+
+def delivery_object(view: DeliveryView) -> dict[str, Any]:
+    delivery = view.delivery
+    return {
+        "id": delivery.id,
+        "object": "webhook_delivery",
+        "webhook_id": delivery.endpoint_id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "task_id": delivery.task_id,
+        "status": delivery.status,
+        "attempt_count": delivery.attempt_count,
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "created_at": iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at),
+        "attempts": [
+            {
+                "attempted_at": iso(attempt.attempted_at),
+                "status_code": attempt.status_code,
+                "duration_ms": attempt.duration_ms,
+                "error": attempt.error,
+            }
+            for attempt in view.attempts
+        ],
     }
 
 

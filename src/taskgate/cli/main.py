@@ -1,4 +1,5 @@
-"""``taskgate``: run the server and workers, manage accounts and keys.
+"""``taskgate``: run the server and workers, manage accounts and keys; the client
+commands (submit, tasks, workflows, usage, files) are in ``client_commands``.
 
 Every command honours ``--data-dir`` (or ``TASKGATE_DATA_DIR``) and the other
 ``TASKGATE_…`` settings.
@@ -8,16 +9,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from taskgate.cli import client_commands
 from taskgate.core.clock import iso
 from taskgate.core.errors import TaskgateError
 from taskgate.core.money import format_credits, parse_credits
-from taskgate.settings import Settings
+
+if TYPE_CHECKING:
+    from taskgate.settings import Settings
 
 app = typer.Typer(help="taskgate: a self-hosted asynchronous task API.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
@@ -40,6 +44,9 @@ DataDir = Annotated[
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    # Imported here: the client commands do without it, and start faster.
+    from taskgate.settings import Settings
+
     values = {key: value for key, value in overrides.items() if value is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -342,6 +349,9 @@ def keys_revoke(key: str, data_dir: DataDir = None) -> None:
         _fail(exc)
     finally:
         services.close()
+
+
+client_commands.register(app)
 
 
 def main() -> None:

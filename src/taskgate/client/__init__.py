@@ -8,8 +8,8 @@
         task = client.tasks.create("wait", {"seconds": 1})
         done = client.tasks.wait(task.id, timeout=60)
 
-It imports only itself, ``taskgate.payloads`` (the wire models it returns), httpx
-and pydantic, so it can ship on its own.
+It imports only itself, ``taskgate.payloads`` (the wire models it returns), httpx,
+pydantic and standardwebhooks, so it can ship on its own.
 
 Design: one source for two clients
 ----------------------------------
@@ -50,7 +50,8 @@ Errors
     ├── APIConnectionError            no answer from the server
     ├── TaskFailedError               (.task, .error)
     ├── TaskCancelledError            (.task)
-    └── WaitTimeoutError              (.task_id, .task): wait again by id to resume
+    ├── WaitTimeoutError              (.task_id, .task): wait again by id to resume
+    └── WebhookVerificationError      a delivery that ``verify_webhook`` rejects
 """
 
 from __future__ import annotations
@@ -75,10 +76,22 @@ from taskgate.client._errors import (
     WaitTimeoutError,
 )
 from taskgate.client._sse import TaskEvent
-from taskgate.client._surface import TaskRun, Tasks, Usage, Workflows
-from taskgate.payloads import TaskObject, UsageObject, WorkflowObject
+from taskgate.client._surface import Files, TaskRun, Tasks, Usage, Webhooks, Workflows
+from taskgate.client._verify import WebhookEvent, WebhookVerificationError, verify_webhook
+from taskgate.client._webhooks import NOT_GIVEN
+from taskgate.payloads import (
+    DeletedObject,
+    DeliveryObject,
+    FileObject,
+    FileUrlObject,
+    TaskObject,
+    UsageObject,
+    WebhookObject,
+    WorkflowObject,
+)
 
 __all__ = [
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "AsyncClient",
@@ -87,6 +100,11 @@ __all__ = [
     "Client",
     "Config",
     "ConflictError",
+    "DeletedObject",
+    "DeliveryObject",
+    "FileObject",
+    "FileUrlObject",
+    "Files",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -104,6 +122,11 @@ __all__ = [
     "Usage",
     "UsageObject",
     "WaitTimeoutError",
+    "WebhookEvent",
+    "WebhookObject",
+    "WebhookVerificationError",
+    "Webhooks",
     "WorkflowObject",
     "Workflows",
+    "verify_webhook",
 ]

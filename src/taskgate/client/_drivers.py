@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -22,9 +24,11 @@ from taskgate.client._effects import (
     ReadLine,
     Reply,
     Request,
+    SaveBody,
     Sleep,
 )
 from taskgate.client._errors import APIConnectionError
+from taskgate.client._saving import Sink
 
 T = TypeVar("T")
 
@@ -62,25 +66,39 @@ class _Cursor:
         self._error = error
 
 
-def _build(http: httpx.Client | httpx.AsyncClient, request: Request) -> httpx.Request:
+def _build(
+    http: httpx.Client | httpx.AsyncClient, request: Request, files: ExitStack
+) -> httpx.Request:
+    """The httpx request; a multipart body's paths are opened on ``files``, which the
+    caller closes once the request has been sent."""
     timeout: Any = httpx.USE_CLIENT_DEFAULT
     if request.read_timeout is not None:
         base = http.timeout
         timeout = httpx.Timeout(
             connect=base.connect, read=request.read_timeout, write=base.write, pool=base.pool
         )
+    parts: dict[str, tuple[str, bytes | IO[bytes], str]] | None = None
+    if request.files:
+        parts = {}
+        for name, part in request.files.items():
+            content = part.content
+            if isinstance(content, Path):
+                content = files.enter_context(content.open("rb"))
+            parts[name] = (part.filename, content, part.content_type)
     return http.build_request(
         request.method,
         request.path,
         params=dict(request.params) if request.params else None,
         json=request.json,
+        files=parts,
+        data=dict(request.data) if request.data else None,
         headers=dict(request.headers),
         timeout=timeout,
     )
 
 
-def _reply(response: httpx.Response, content: bytes) -> Reply:
-    return Reply(response.status_code, response.headers, content)
+def _reply(response: httpx.Response, content: bytes, saved: Path | None = None) -> Reply:
+    return Reply(response.status_code, response.headers, content, saved)
 
 
 def _misuse(effect: Emit | _Done) -> TypeError:
@@ -138,11 +156,15 @@ class _SyncRun:
 
     def perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
-            response = self.http.send(_build(self.http, effect.request))
+            with ExitStack() as files:
+                response = self.http.send(_build(self.http, effect.request, files))
             return _reply(response, response.content)
+        if isinstance(effect, SaveBody):
+            return self.save(effect)
         if isinstance(effect, OpenStream):
             self.close_stream()
-            response = self.http.send(_build(self.http, effect.request), stream=True)
+            with ExitStack() as files:
+                response = self.http.send(_build(self.http, effect.request, files), stream=True)
             if response.status_code != 200:
                 try:
                     return _reply(response, response.read())
@@ -162,6 +184,19 @@ class _SyncRun:
             time.sleep(max(0.0, effect.seconds))
             return None
         raise TypeError(f"not an effect: {effect!r}")
+
+    def save(self, effect: SaveBody) -> Reply:
+        with ExitStack() as files:
+            response = self.http.send(_build(self.http, effect.request, files), stream=True)
+        try:
+            if not response.is_success:
+                return _reply(response, response.read())
+            with Sink(effect.target, effect.fallback_name, response.headers) as sink:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+            return _reply(response, b"", sink.path)
+        finally:
+            response.close()
 
     def close_stream(self) -> None:
         if self.response is not None:
@@ -221,11 +256,17 @@ class _AsyncRun:
 
     async def perform(self, effect: Effect) -> Any:
         if isinstance(effect, Call):
-            response = await self.http.send(_build(self.http, effect.request))
+            with ExitStack() as files:
+                response = await self.http.send(_build(self.http, effect.request, files))
             return _reply(response, response.content)
+        if isinstance(effect, SaveBody):
+            return await self.save(effect)
         if isinstance(effect, OpenStream):
             await self.close_stream()
-            response = await self.http.send(_build(self.http, effect.request), stream=True)
+            with ExitStack() as files:
+                response = await self.http.send(
+                    _build(self.http, effect.request, files), stream=True
+                )
             if response.status_code != 200:
                 try:
                     return _reply(response, await response.aread())
@@ -245,6 +286,21 @@ class _AsyncRun:
             await asyncio.sleep(max(0.0, effect.seconds))
             return None
         raise TypeError(f"not an effect: {effect!r}")
+
+    async def save(self, effect: SaveBody) -> Reply:
+        # The file is written with blocking calls, a chunk at a time: a local disk
+        # keeps up with the network, and it spares a thread per download.
+        with ExitStack() as files:
+            response = await self.http.send(_build(self.http, effect.request, files), stream=True)
+        try:
+            if not response.is_success:
+                return _reply(response, await response.aread())
+            with Sink(effect.target, effect.fallback_name, response.headers) as sink:
+                async for chunk in response.aiter_bytes():
+                    sink.write(chunk)
+            return _reply(response, b"", sink.path)
+        finally:
+            await response.aclose()
 
     async def close_stream(self) -> None:
         if self.response is not None:

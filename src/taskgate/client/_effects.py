@@ -11,14 +11,27 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """A file of a multipart body. A :class:`~pathlib.Path` is opened afresh for each
+    attempt, so a request that carries one can be repeated; an open file is sent
+    from where it stands."""
+
+    filename: str
+    content: bytes | Path | IO[bytes]
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
 class Request:
-    """One HTTP request, relative to the client's base URL."""
+    """One HTTP request, relative to the client's base URL (or an absolute URL).
+    ``json`` is a JSON body; ``files`` and ``data`` a multipart one."""
 
     method: str
     path: str
@@ -27,6 +40,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: Seconds to wait for each read; None: the client's timeout.
     read_timeout: float | None = None
+    files: Mapping[str, FilePart] | None = None
+    data: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,8 @@ class Reply:
     status: int
     headers: Mapping[str, str]
     content: bytes
+    #: Where a :class:`SaveBody` wrote the body (None for an error reply).
+    saved: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,6 +86,20 @@ class OpenStream:
 
 
 @dataclass(frozen=True)
+class SaveBody:
+    """Send a request and write a successful response's body to ``target``: to a
+    temporary file beside it, renamed into place once complete, so an interrupted
+    download leaves no partial file. When ``target`` is a directory, the file in it
+    is named after the response's ``Content-Disposition`` filename (its base name
+    only), else after ``fallback_name``. Result: :class:`Reply` with ``saved`` set and
+    an empty body, or an error reply with its whole body and nothing written."""
+
+    request: Request
+    target: Path
+    fallback_name: str
+
+
+@dataclass(frozen=True)
 class ReadLine:
     """The next line of the open stream, without its line ending. Result: ``str``, or
     None once the server has closed the stream."""
@@ -94,5 +125,5 @@ class Emit:
     value: Any
 
 
-Effect: TypeAlias = Call | OpenStream | ReadLine | CloseStream | Sleep | Emit
+Effect: TypeAlias = Call | SaveBody | OpenStream | ReadLine | CloseStream | Sleep | Emit
 Plan: TypeAlias = Generator[Effect, Any, T]

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from pydantic import BaseModel
+
 from taskgate.client._config import Config
-from taskgate.client._effects import Call, Emit, Plan, Reply, Request, Sleep
+from taskgate.client._effects import Call, Emit, Plan, Reply, Request, SaveBody, Sleep
 from taskgate.client._errors import APIConnectionError, APIError, api_error, retry_after
 from taskgate.payloads import ListObject, TaskObject, UsageObject, WorkflowObject
 
 #: Answers worth asking again: over the rate limit, and a gateway or server that is
 #: unavailable. A 500 is not retried: it would most likely fail the same way.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: Answers that say the server did not act on a request: safe to retry any request.
+UNPROCESSED_STATUSES = frozenset({429, 503})
 
 
 class Ctx(Protocol):
@@ -32,30 +36,40 @@ def task_path(task_id: str, *rest: str) -> str:
 
 def send(
     config: Config,
-    request: Request,
+    request: Request | SaveBody,
     *,
     retries: int | None = None,
     deadline: float | None = None,
+    repeatable: bool = True,
 ) -> Plan[Reply]:
-    """Send ``request``; a successful reply is returned, an error reply raised as its
-    :class:`APIError`. A network error, 429 or 502–504 is retried ``retries`` times
-    (default ``config.max_retries``; None with a deadline: until the deadline) after
-    ``Retry-After`` or an exponential backoff. The request must be safe to repeat:
-    a read, a create with its idempotency key, or a cancel."""
+    """Send ``request`` (or save its body, for a :class:`SaveBody`); a successful
+    reply is returned, an error reply raised as its :class:`APIError`. A network
+    error, 429 or 502–504 is retried ``retries`` times (default
+    ``config.max_retries``; None with a deadline: until the deadline) after
+    ``Retry-After`` or an exponential backoff.
+
+    Only a request that is safe to repeat may be ``repeatable``: a read, a create
+    with its idempotency key, or a cancel. Any other is retried only after a 429 or
+    503, answers that mean the server did not act on it; a network error, which
+    leaves it unknown whether it did, is raised at once."""
+    effect = Call(request) if isinstance(request, Request) else request
+    retry_statuses = RETRY_STATUSES if repeatable else UNPROCESSED_STATUSES
     limit = config.max_retries if retries is None and deadline is None else retries
     attempt = 0
     while True:
         error: APIError | APIConnectionError
         try:
-            reply: Reply = yield Call(request)
+            reply: Reply = yield effect
         except APIConnectionError as exc:
+            if not repeatable:
+                raise
             error = exc
             delay = config.backoff(attempt)
         else:
             if reply.ok:
                 return reply
             error = api_error(reply)
-            if reply.status not in RETRY_STATUSES:
+            if reply.status not in retry_statuses:
                 raise error
             hint = retry_after(reply)
             delay = hint if hint is not None else config.backoff(attempt)
@@ -70,6 +84,23 @@ def send(
             delay = min(delay, left)
         attempt += 1
         yield Sleep(delay)
+
+
+def paged(
+    config: Config, path: str, params: Mapping[str, str | int], model: type[BaseModel]
+) -> Plan[None]:
+    """Emit every item of a list route (``{data, has_more, next_cursor}``) as a
+    ``model``, fetching the next page only once the caller has taken the last one."""
+    cursor: str | None = None
+    while True:
+        page_params = dict(params) if cursor is None else {**params, "cursor": cursor}
+        reply = yield from send(config, Request("GET", path, params=page_params))
+        page = ListObject.model_validate_json(reply.content)
+        for item in page.data:
+            yield Emit(model.model_validate(item))
+        if not page.has_more or page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 # -- workflows and usage ------------------------------------------------------
@@ -105,16 +136,25 @@ def create_task(
     metadata: Mapping[str, str] | None = None,
     priority: int | None = None,
     idempotency_key: str | None = None,
+    callback_url: str | None = None,
+    callback_events: Sequence[str] | None = None,
 ) -> Plan[TaskObject]:
     """Submit a task. It always carries an ``Idempotency-Key`` (a new uuid4 unless
     given), so the retries after a network error, 429 or 503 can never create a
     second task: the server answers a repeat with the task the key created. The
-    same key with a different request raises :class:`IdempotencyConflictError`."""
+    same key with a different request raises :class:`IdempotencyConflictError`.
+
+    ``callback_url`` receives the task's terminal event (and the types in
+    ``callback_events``), signed with the account's callback secret."""
     body: dict[str, Any] = {"workflow": workflow, "input": dict(input or {})}
     if metadata is not None:
         body["metadata"] = dict(metadata)
     if priority is not None:
         body["priority"] = priority
+    if callback_url is not None:
+        body["callback_url"] = callback_url
+    if callback_events is not None:
+        body["callback_events"] = list(callback_events)
     key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
     request = Request("POST", "/v1/tasks", json=body, headers={"Idempotency-Key": key})
     reply = yield from send(ctx.config, request)
@@ -174,13 +214,4 @@ def list_tasks(
         params["created_before"] = created_before
     for key, value in (metadata or {}).items():
         params[f"metadata[{key}]"] = value
-    cursor: str | None = None
-    while True:
-        page_params = params if cursor is None else {**params, "cursor": cursor}
-        reply = yield from send(ctx.config, Request("GET", "/v1/tasks", params=page_params))
-        page = ListObject.model_validate_json(reply.content)
-        for item in page.data:
-            yield Emit(TaskObject.model_validate(item))
-        if not page.has_more or page.next_cursor is None:
-            return
-        cursor = page.next_cursor
+    return (yield from paged(ctx.config, "/v1/tasks", params, TaskObject))

@@ -14,12 +14,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
-from taskgate.client import _plans, _waiting
+from taskgate.client import _files, _plans, _waiting, _webhooks
 from taskgate.client._config import Config
 from taskgate.client._drivers import AsyncDriver, SyncDriver
 from taskgate.client._effects import Plan
 from taskgate.client._sse import TaskEvent
-from taskgate.payloads import TaskObject
+from taskgate.payloads import DeliveryObject, FileObject, TaskObject, WebhookObject
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -174,6 +174,8 @@ def _start(
     metadata: dict[str, str] | None = None,
     priority: int | None = None,
     idempotency_key: str | None = None,
+    callback_url: str | None = None,
+    callback_events: list[str] | None = None,
 ) -> Plan[_Started]:
     """Create a task and return a :class:`TaskRun` handle at once: its ``task_id``
     is known, and ``wait()`` / ``result()`` follow it to its end (within
@@ -185,6 +187,8 @@ def _start(
         metadata=metadata,
         priority=priority,
         idempotency_key=idempotency_key,
+        callback_url=callback_url,
+        callback_events=callback_events,
     )
     return _Started(task, timeout)
 
@@ -213,6 +217,32 @@ class Tasks(Resource[D]):
     stream = IterOp(_waiting.stream_task, TaskEvent)
     wait = Op(_waiting.wait_task)
     run = RunOp(_start)
+
+
+class Files(Resource[D]):
+    """``client.files``: upload workflow inputs, read and download files."""
+
+    upload = Op(_files.upload_file)
+    get = Op(_files.get_file)
+    list = IterOp(_files.list_files, FileObject)
+    download = Op(_files.download_file)
+    url = Op(_files.file_url)
+    delete = Op(_files.delete_file)
+
+
+class Webhooks(Resource[D]):
+    """``client.webhooks``: the account's webhook endpoints and their deliveries."""
+
+    list = IterOp(_webhooks.list_webhooks, WebhookObject)
+    create = Op(_webhooks.create_webhook)
+    get = Op(_webhooks.get_webhook)
+    update = Op(_webhooks.update_webhook)
+    delete = Op(_webhooks.delete_webhook)
+    rotate_secret = Op(_webhooks.rotate_secret)
+    test = Op(_webhooks.test_webhook)
+    deliveries = IterOp(_webhooks.list_deliveries, DeliveryObject)
+    retry_delivery = Op(_webhooks.retry_delivery)
+    callback_secret = Op(_webhooks.callback_secret)
 
 
 def _run_wait(handle: TaskRun[Any], timeout: float | None = None) -> Plan[TaskObject]:
@@ -266,3 +296,5 @@ class _BaseClient(Generic[D]):
         self.workflows: Workflows[D] = Workflows(driver, config)
         self.tasks: Tasks[D] = Tasks(driver, config)
         self.usage: Usage[D] = Usage(driver, config)
+        self.files: Files[D] = Files(driver, config)
+        self.webhooks: Webhooks[D] = Webhooks(driver, config)

@@ -11,6 +11,7 @@ network errors, 429 and 503 it keeps retrying, until its deadline.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from taskgate.client._config import Config
 from taskgate.client._effects import CloseStream, Emit, OpenStream, Plan, ReadLine, Request, Sleep
@@ -121,6 +122,21 @@ def poll_delay(polls: int, task: TaskObject, hint: float | None) -> float:
     return min(FIRST_POLL_SECONDS * 2.0**polls, hint)
 
 
+def _with_links(ctx: Ctx, task: TaskObject) -> Plan[TaskObject]:
+    """The completed task as ``GET`` shows it: events carry outputs without their
+    signed download links, which are made per read. If the read fails, the event's
+    task is the answer."""
+    yield CloseStream()
+    try:
+        return (yield from get_task(ctx, task.id))
+    except (APIError, APIConnectionError):
+        return task
+
+
+def _ignore(task: TaskObject) -> None:
+    pass
+
+
 def _finish(task: TaskObject) -> TaskObject:
     if task.status == "failed":
         raise TaskFailedError(task)
@@ -129,12 +145,22 @@ def _finish(task: TaskObject) -> TaskObject:
     return task
 
 
-def wait_task(ctx: Ctx, task_id: str, timeout: float | None = None) -> Plan[TaskObject]:
+def wait_task(
+    ctx: Ctx,
+    task_id: str,
+    timeout: float | None = None,
+    *,
+    on_update: Callable[[TaskObject], object] | None = None,
+) -> Plan[TaskObject]:
     """Wait until the task ends: return it completed, raise :class:`TaskFailedError`
     or :class:`TaskCancelledError`, or :class:`WaitTimeoutError` after ``timeout``
     seconds (None: no limit). Survives dropped connections, restarts of the server,
-    429 and 503 (see the module's docstring)."""
+    429 and 503 (see the module's docstring). ``on_update`` is called with the task
+    each time the wait learns of its state (each event, each poll): to show
+    progress."""
     config = ctx.config
+    if on_update is None:
+        on_update = _ignore
     deadline = None if timeout is None else time.monotonic() + timeout
     last: TaskObject | None = None
     after: int | None = None
@@ -162,6 +188,9 @@ def wait_task(ctx: Ctx, task_id: str, timeout: float | None = None) -> Plan[Task
                     while (event := (yield from _next_event(parser, deadline))) is not None:
                         stream_failures = errors = 0
                         last, after = event.data, event.sequence
+                        if last.status == "completed":
+                            last = yield from _with_links(ctx, last)
+                        on_update(last)
                         if event.terminal or left() <= 0:
                             break
                     else:
@@ -169,6 +198,7 @@ def wait_task(ctx: Ctx, task_id: str, timeout: float | None = None) -> Plan[Task
                 else:
                     # 204: the task ended with event ``after``; read how.
                     last = yield from get_task(ctx, task_id)
+                    on_update(last)
             except _Deadline:
                 continue
             except (APIError, APIConnectionError) as exc:
@@ -186,6 +216,7 @@ def wait_task(ctx: Ctx, task_id: str, timeout: float | None = None) -> Plan[Task
             else:
                 errors = 0
                 last = TaskObject.model_validate_json(reply.content)
+                on_update(last)
                 if last.status not in TERMINAL_STATUSES:
                     yield Sleep(min(poll_delay(polls, last, retry_after(reply)), max(0, left())))
                     polls += 1

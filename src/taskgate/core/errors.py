@@ -7,9 +7,15 @@
     ├── InvalidJson           400 invalid_json
     ├── Unauthenticated       401 invalid_api_key
     ├── InsufficientCredits   402 insufficient_credits
-    ├── NotFound              404 not_found / task_not_found / workflow_not_found / …
-    ├── Conflict              409 idempotency_conflict / task_not_cancellable / task_running
-    ├── PayloadTooLarge       413 body_too_large
+    ├── Forbidden             403 invalid_signature / link_expired
+    ├── NotFound              404 not_found / task_not_found / workflow_not_found /
+    │                             webhook_not_found / delivery_not_found / …
+    ├── Conflict              409 idempotency_conflict / task_not_cancellable / task_running /
+    │                             file_in_use / webhook_disabled
+    ├── Gone                  410 file_expired
+    ├── PayloadTooLarge       413 body_too_large / file_too_large
+    ├── UnsupportedMediaType  415 unsupported_media_type
+    ├── InvalidFile           422 invalid_file
     ├── RateLimited           429 rate_limited
     └── Unavailable           503 unavailable
 
@@ -108,6 +114,20 @@ class WebhookNotFound(NotFound):
         super().__init__(f"No webhook endpoint {endpoint_id!r}.")
 
 
+class DeliveryNotFound(NotFound):
+    code = "delivery_not_found"
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"No delivery {delivery_id!r} of this webhook endpoint.")
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+    def __init__(self, file_id: str, *, param: str | None = None) -> None:
+        super().__init__(f"No file {file_id!r}.", param=param)
+
+
 class AccountNotFound(NotFound):
     code = "account_not_found"
 
@@ -133,9 +153,54 @@ class TaskRunning(Conflict):
     code = "task_running"
 
 
+class FileInUse(Conflict):
+    code = "file_in_use"
+
+
+class WebhookDisabled(Conflict):
+    code = "webhook_disabled"
+
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(
+            f"Webhook endpoint {endpoint_id!r} is disabled: enable it to deliver again."
+        )
+
+
+class Forbidden(TaskgateError):
+    """A signed link that does not open what it names."""
+
+    status = 403
+    code = "invalid_signature"
+
+
+class LinkExpired(Forbidden):
+    code = "link_expired"
+
+
+class Gone(TaskgateError):
+    status = 410
+    code = "file_expired"
+
+
 class PayloadTooLarge(TaskgateError):
     status = 413
     code = "body_too_large"
+
+
+class FileTooLarge(PayloadTooLarge):
+    code = "file_too_large"
+
+
+class UnsupportedMediaType(TaskgateError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidFile(TaskgateError):
+    """Bytes of an accepted type that do not decode, or decode to too much."""
+
+    status = 422
+    code = "invalid_file"
 
 
 class RateLimited(TaskgateError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from taskgate.core.states import TaskStatus
@@ -47,12 +47,24 @@ class Task:
     completed_at: int | None
     cancel_requested_at: int | None
     event_seq: int
+    #: The per-task callback's delivery: pending, delivered or failed (None without
+    #: a callback_url), attempts made, last success and last error.
+    callback_status: str | None = None
+    callback_attempts: int = 0
+    callback_delivered_at: int | None = None
+    callback_last_error: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Any) -> Task:
         values = {name: row[name] for name in _TASK_FIELDS}
         values["status"] = TaskStatus(values["status"])
         return cls(**values)
+
+    @classmethod
+    def from_event_data(cls, data: dict[str, Any]) -> Task:
+        """The task as an event recorded it (events written before a field existed
+        lack it: it takes its default)."""
+        return cls.from_mapping({**_TASK_DEFAULTS, **data})
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _TASK_FIELDS}
@@ -65,6 +77,9 @@ class Task:
 
 
 _TASK_FIELDS = tuple(f.name for f in fields(Task))
+_TASK_DEFAULTS = {
+    f.name: f.default for f in fields(Task) if not isinstance(f.default, type(MISSING))
+}
 
 
 @dataclass(slots=True)
@@ -93,6 +108,10 @@ class Account:
     #: Rate-limit overrides (``limits`` notation); None: the server's default.
     rate_limit_reads: str | None = None
     rate_limit_writes: str | None = None
+    #: Signs the account's per-task callbacks (None until first used).
+    callback_secret: str | None = None
+    #: How long the account's outputs live, in seconds; None: the server's default.
+    output_retention_seconds: int | None = None
 
 
 @dataclass(slots=True)
@@ -131,6 +150,39 @@ class WebhookEndpoint:
     failing_since: int | None
     created_at: int
     updated_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class StoredFile:
+    """An uploaded input or a produced output; its blob is at :attr:`key`."""
+
+    id: str
+    account_id: str
+    purpose: str  # input or output
+    filename: str
+    content_type: str
+    kind: str  # image, audio, video or file
+    bytes: int
+    sha256: str
+    width: int | None
+    height: int | None
+    duration: float | None
+    task_id: str | None
+    source_url: str | None
+    created_at: int
+    expires_at: int
+    #: When retention deleted the blob (None while it is kept).
+    expired_at: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"files/{self.id}"
+
+    def expired(self, now: int) -> bool:
+        return self.expired_at is not None or self.expires_at <= now
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -173,9 +173,11 @@ class AccountService:
         concurrency: int | None = None,
         rate_limit_reads: object = UNCHANGED,
         rate_limit_writes: object = UNCHANGED,
+        output_retention_seconds: object = UNCHANGED,
     ) -> Account:
-        """Change an account's concurrency limit and rate-limit overrides (None or
-        ``default`` for a rate limit: back to the server's default)."""
+        """Change an account's concurrency limit, rate-limit overrides (None or
+        ``default`` for a rate limit: back to the server's default) and output
+        retention in seconds (None: the server's default)."""
         owner = self.find_account(account)
         if concurrency is not None:
             _check_concurrency(concurrency)
@@ -192,6 +194,17 @@ class AccountService:
                 overrides[param] = check_rate_limit(value, param)
             else:
                 raise InvalidInput("A rate limit is a string.", param=param)
+        if output_retention_seconds is not UNCHANGED:
+            if output_retention_seconds is not None and (
+                not isinstance(output_retention_seconds, int)
+                or isinstance(output_retention_seconds, bool)
+                or output_retention_seconds < 1
+            ):
+                raise InvalidInput(
+                    "output_retention_seconds is a whole number of seconds (≥ 1) or null.",
+                    param="output_retention_seconds",
+                )
+            overrides["output_retention_seconds"] = output_retention_seconds
 
         def write(conn: Conn) -> Account:
             repo.update_limits(conn, owner.id, concurrency=concurrency, **overrides)

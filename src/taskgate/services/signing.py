@@ -8,7 +8,10 @@ every other.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -58,9 +61,17 @@ def _read_when_written(path: Path) -> str:
 
 
 class Signer:
-    def __init__(self, secret: str) -> None:
+    """Signs and checks stream tokens and file links.
+
+    ``file_link_ttl_us``: how long a file link made by :meth:`file_link` lives
+    (None: as long as the file)."""
+
+    def __init__(self, secret: str, *, file_link_ttl_us: int | None = None) -> None:
+        self.file_link_ttl_us = file_link_ttl_us
         self._streams = URLSafeTimedSerializer(secret, salt="taskgate.stream")
         self._stream_token = lru_cache(maxsize=8192)(self._make_stream_token)
+        # Signed file links use their own key, derived from the secret.
+        self._file_key = hmac.new(secret.encode(), b"taskgate.files", hashlib.sha256).digest()
 
     def stream_token(self, account_id: str, task_id: str, now_seconds: float) -> str:
         """A token that opens the event stream of one task (for ``EventSource``,
@@ -71,6 +82,33 @@ class Signer:
 
     def _make_stream_token(self, account_id: str, task_id: str, _period: int) -> str:
         return str(self._streams.dumps([account_id, task_id]))
+
+    def file_signature(self, file_id: str, expires: int) -> str:
+        """The signature of a link to a file's content valid until ``expires`` (unix
+        seconds): HMAC-SHA256 of the method, path and expiry, base64url."""
+        message = f"GET\n/v1/files/{file_id}/content\n{expires}".encode()
+        digest = hmac.new(self._file_key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def file_link(
+        self, file_id: str, file_expires_at: int, now: int, ttl_us: int | None = None
+    ) -> tuple[str, int]:
+        """A signed path to a file's content (``/v1/files/{id}/content?expires=…&
+        signature=…``) and when it stops working (µs, whole seconds): after ``ttl_us``
+        (default: the link TTL), never past the file's own expiry."""
+        ttl = ttl_us if ttl_us is not None else self.file_link_ttl_us
+        until = file_expires_at if ttl is None else min(file_expires_at, now + ttl)
+        seconds = until // 1_000_000
+        signature = self.file_signature(file_id, seconds)
+        return (
+            f"/v1/files/{file_id}/content?expires={seconds}&signature={signature}",
+            seconds * 1_000_000,
+        )
+
+    def check_file_signature(self, file_id: str, expires: int, signature: str) -> bool:
+        """Whether ``signature`` is this server's for the file and expiry (in constant
+        time)."""
+        return hmac.compare_digest(self.file_signature(file_id, expires), signature)
 
     def open_stream_token(self, token: str, task_id: str) -> str:
         """The account a stream token was made for, if it is valid for this task."""

@@ -29,10 +29,14 @@ from taskgate.core.money import parse_credits
 from taskgate.core.states import TaskStatus
 from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit
 from taskgate.services.channel import API, WORKER, LocalChannel
+from taskgate.services.files import FileService
+from taskgate.services.netguard import Resolver, check_url
 from taskgate.store import accounts as accounts_repo
+from taskgate.store import retention
 from taskgate.store import tasks as repo
 from taskgate.store.db import Conn, Database
 from taskgate.workflows.registry import Registry
+from taskgate.workflows.sdk import file_refs
 
 MAX_PAGE = 100
 _MILLI = Decimal("0.001")
@@ -106,11 +110,17 @@ class TaskService:
         channel: LocalChannel,
         *,
         on_change: Callable[[], None] | None = None,
+        allow_private_urls: bool = False,
+        resolve: Resolver | None = None,
+        files: FileService | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self._channel = channel
         self._on_change = on_change
+        self._allow_private = allow_private_urls
+        self._resolve = resolve
+        self._files = files
 
     def _changed(self) -> None:
         """Events were written: wake this process's streams and the other API
@@ -127,13 +137,19 @@ class TaskService:
         Returns the task and whether it was created now.
         """
         task = self._new_task(account_id, workflow_name, req, idempotency_key)
+        task.callback_url = await self._check_callback(task.callback_url)
+        # Input files are resolved (URLs fetched) before the task is written.
+        inputs = await self._resolve_inputs(task)
 
         def write(conn: Conn) -> tuple[Task, bool]:
             if task.out_task_id is not None:
                 existing = repo.get_by_out_task_id(conn, account_id, task.out_task_id)
                 if existing is not None:
                     return existing, False
-            return repo.insert(conn, task)
+            stored, created = repo.insert(conn, task)
+            if created and inputs and self._files is not None:
+                self._files.link_task_inputs(conn, task, inputs)
+            return stored, created
 
         stored, created = await self._db.write(write)
         if not created and stored.request_hash != task.request_hash:
@@ -150,6 +166,8 @@ class TaskService:
     ) -> list[Task]:
         """Create many tasks (without idempotency keys) in one transaction: all or none."""
         created = [self._new_task(account_id, workflow_name, req, None) for req in requests]
+        for task in created:
+            task.callback_url = await self._check_callback(task.callback_url)
 
         def write(conn: Conn) -> None:
             for task in created:
@@ -160,6 +178,33 @@ class TaskService:
             self._channel.publish(WORKER, b"t")
             self._changed()
         return created
+
+    async def _resolve_inputs(self, task: Task) -> dict[str, str]:
+        """The files the task's input refers to (``{ref: file id}``); 422 naming the
+        field for an unknown or foreign file or a URL that cannot be fetched."""
+        wf = self._registry.get(task.workflow)
+        if wf is None or self._files is None:
+            return {}
+        refs = file_refs(wf.input, task.input)
+        if not refs:
+            return {}
+        if task.out_task_id is not None:
+            # A retried submission gets its first task back: fetch nothing again.
+            out_task_id = task.out_task_id
+            existing = await self._db.read(
+                lambda conn: repo.get_by_out_task_id(conn, task.account_id, out_task_id)
+            )
+            if existing is not None:
+                return {}
+        return await self._files.resolve_inputs(task.account_id, refs)
+
+    async def _check_callback(self, url: str | None) -> str | None:
+        """A callback URL passes the SSRF guard (422 ``invalid_param`` otherwise)."""
+        if url is None:
+            return None
+        return await check_url(
+            url, allow_private=self._allow_private, resolve=self._resolve, param="callback_url"
+        )
 
     def _new_task(
         self, account_id: str, workflow_name: str, req: WorkflowSubmit, idempotency_key: str | None
@@ -202,6 +247,7 @@ class TaskService:
             request_hash=_request_hash(wf.name, input_, req),
             callback_url=str(req.callback_url) if req.callback_url else None,
             callback_events=list(req.callback_events) if req.callback_events else None,
+            callback_status="pending" if req.callback_url else None,
             progress_percent=0.0,
             progress_stage=None,
             progress_message=None,
@@ -320,17 +366,19 @@ class TaskService:
         return await self._view(task)
 
     async def delete(self, account_id: str, task_id: str) -> None:
-        """Purge a terminal task and its events."""
+        """Purge a terminal task with its events, deliveries and output files."""
 
-        def write(conn: Conn) -> None:
+        def write(conn: Conn) -> list[str]:
             task = repo.get(conn, task_id, account_id)
             if task is None:
                 raise TaskNotFound(task_id)
             if not task.terminal:
                 raise TaskRunning("Only a completed, failed or cancelled task can be deleted.")
-            repo.delete_terminal(conn, task_id)
+            return retention.purge_tasks(conn, [task_id])
 
-        await self._db.write(write)
+        keys = await self._db.write(write)
+        if self._files is not None:
+            await self._files.delete_blobs(keys)
 
     async def _view(self, task: Task) -> TaskView:
         if task.status is not TaskStatus.QUEUED:

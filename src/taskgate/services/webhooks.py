@@ -19,6 +19,7 @@ from taskgate.core.models import WebhookEndpoint
 from taskgate.core.states import EventType
 from taskgate.services.netguard import Resolver, check_url
 from taskgate.services.tasks import MAX_PAGE
+from taskgate.store import deliveries as deliveries_repo
 from taskgate.store import webhooks as repo
 from taskgate.store.db import Conn, Database
 
@@ -78,7 +79,7 @@ class WebhookService:
         events = check_events(enabled_events) if enabled_events is not None else DEFAULT_EVENTS
         now = now_us()
         endpoint = WebhookEndpoint(
-            id=new_id("whk"),
+            id=new_id("we"),
             account_id=account_id,
             url=await self._check_url(url),
             description=description,
@@ -106,7 +107,7 @@ class WebhookService:
     ) -> tuple[list[WebhookEndpoint], bool]:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidParam(f"limit is 1–{MAX_PAGE}.", param="limit")
-        if cursor is not None and not cursor.startswith("whk_"):
+        if cursor is not None and not cursor.startswith("we_"):
             raise InvalidParam("Not a cursor from this list.", param="cursor")
         return await self._db.read(
             lambda conn: repo.list_page(conn, account_id, limit=limit, before_id=cursor)
@@ -146,6 +147,7 @@ class WebhookService:
         def write(conn: Conn) -> None:
             if repo.get(conn, account_id, endpoint_id) is None:
                 raise WebhookNotFound(endpoint_id)
+            deliveries_repo.remove_for_endpoint(conn, endpoint_id)
             repo.remove(conn, endpoint_id)
 
         await self._db.write(write)

@@ -7,11 +7,12 @@ expired leases of any worker, and on shutdown puts back what it still runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from taskgate.core.clock import now_us
-from taskgate.core.models import Task
-from taskgate.store import queue
+from taskgate.core.clock import iso, now_us
+from taskgate.core.models import StoredFile, Task
+from taskgate.core.states import TaskStatus
+from taskgate.store import files, queue
 from taskgate.store.db import Conn, Database
 from taskgate.store.queue import Finish, Lease
 
@@ -32,8 +33,13 @@ class WorkQueue:
         lease_us: int,
         backoff_us: int,
         on_change: Callable[[], None] | None = None,
+        output_retention_us: int = 7 * 86_400 * 1_000_000,
+        file_workflows: Iterable[str] = (),
     ) -> None:
         self._on_change = on_change
+        self._output_retention_us = output_retention_us
+        # Workflows with file inputs: only their claimed tasks look up input files.
+        self._file_workflows = frozenset(file_workflows)
         self._db = db
         self.worker_id = worker_id
         self.queues = list(queues)
@@ -45,15 +51,30 @@ class WorkQueue:
         progress: Sequence[tuple[Lease, Progress]],
         outcomes: Sequence[Finish],
         claim: int,
-    ) -> tuple[list[Task], list[Task]]:
+        outputs: Mapping[str, Sequence[StoredFile]] | None = None,
+    ) -> tuple[list[Task], list[Task], dict[str, dict[str, str]]]:
         """Store progress, apply outcomes, then claim up to ``claim`` tasks, all in
-        one transaction. Returns the tasks finished and the tasks claimed."""
-        now = now_us()
+        one transaction. Returns the tasks finished, the tasks claimed, and the input
+        files of the claimed tasks (``{task id: {ref: file id}}``).
 
-        def write(conn: Conn) -> tuple[list[Task], list[Task]]:
+        ``outputs``: by task id, the output files (already in the storage) of
+        completed outcomes; they are recorded, with their expiry, if the outcome is.
+        """
+        now = now_us()
+        kept: list[StoredFile] = []
+
+        def write(conn: Conn) -> tuple[list[Task], list[Task], dict[str, dict[str, str]]]:
+            kept.clear()
             for lease, (percent, stage, message) in progress:
                 queue.record_progress(conn, lease, percent, stage, message, now)
+            if outputs:
+                self._date_outputs(conn, outcomes, outputs, now)
             done = queue.finish_many(conn, outcomes, now) if outcomes else []
+            if outputs:
+                for task in done:
+                    if task.status is TaskStatus.COMPLETED and task.id in outputs:
+                        kept.extend(outputs[task.id])
+                files.insert_files(conn, kept)
             claimed = (
                 queue.claim(
                     conn,
@@ -66,12 +87,39 @@ class WorkQueue:
                 if claim
                 else []
             )
-            return done, claimed
+            wanted = [task.id for task in claimed if task.workflow in self._file_workflows]
+            return done, claimed, files.inputs_of(conn, wanted)
 
-        done, claimed = await self._db.write_nearby(write)
+        done, claimed, inputs = await self._db.write_nearby(write)
         if progress or done or claimed:
             self._changed()
-        return done, claimed
+        return done, claimed, inputs
+
+    def _date_outputs(
+        self,
+        conn: Conn,
+        outcomes: Sequence[Finish],
+        outputs: Mapping[str, Sequence[StoredFile]],
+        now: int,
+    ) -> None:
+        """Set the expiry of each output file (the account's output retention from
+        now) on its record and on its entry in the outcome's output."""
+        for outcome in outcomes:
+            records = outputs.get(outcome.lease.task_id)
+            if not records:
+                continue
+            account_id = records[0].account_id
+            retention = files.output_retention(conn, account_id)
+            expires_at = now + (
+                retention * 1_000_000 if retention is not None else self._output_retention_us
+            )
+            by_id = {}
+            for record in records:
+                record.expires_at = expires_at
+                by_id[record.id] = record
+            for item in outcome.output or []:
+                if item.get("file_id") in by_id:
+                    item["expires_at"] = iso(expires_at)
 
     def _changed(self) -> None:
         if self._on_change is not None:

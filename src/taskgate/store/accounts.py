@@ -24,6 +24,7 @@ _ACCOUNT_COLUMNS = (
     accounts.c.credits_charged,
     accounts.c.rate_limit_reads,
     accounts.c.rate_limit_writes,
+    accounts.c.output_retention_seconds,
 )
 _KEY_COLUMNS = (
     api_keys.c.id,
@@ -98,8 +99,11 @@ def update_limits(
     concurrency: int | None = None,
     rate_limit_reads: object = UNCHANGED,
     rate_limit_writes: object = UNCHANGED,
+    output_retention_seconds: object = UNCHANGED,
 ) -> None:
     values: dict[str, object] = {}
+    if output_retention_seconds is not UNCHANGED:
+        values["output_retention_seconds"] = output_retention_seconds
     if concurrency is not None:
         values["concurrency_limit"] = concurrency
     if rate_limit_reads is not UNCHANGED:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -41,6 +42,10 @@ accounts = Table(
     # Rate-limit overrides in ``limits`` notation; NULL means the server's default.
     Column("rate_limit_reads", String(100), nullable=True),
     Column("rate_limit_writes", String(100), nullable=True),
+    # Signs the account's per-task callbacks (made on first use).
+    Column("callback_secret", String(100), nullable=True),
+    # How long the account's outputs live, in seconds; NULL means the server's default.
+    Column("output_retention_seconds", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     CheckConstraint("running >= 0", name="ck_accounts_running"),
     CheckConstraint("concurrency_limit >= 1", name="ck_accounts_concurrency"),
@@ -80,6 +85,12 @@ tasks = Table(
     Column("request_hash", String(64), nullable=False),
     Column("callback_url", Text, nullable=True),
     Column("callback_events", JSON, nullable=True),
+    # The per-task callback's delivery, kept by the deliverer: pending, delivered
+    # or failed (NULL without a callback_url), attempts made, last success and error.
+    Column("callback_status", String(16), nullable=True),
+    Column("callback_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("callback_delivered_at", BigInteger, nullable=True),
+    Column("callback_last_error", String(300), nullable=True),
     Column("progress_percent", Float, nullable=False, server_default=text("0")),
     Column("progress_stage", String(200), nullable=True),
     Column("progress_message", Text, nullable=True),
@@ -188,6 +199,126 @@ webhook_endpoints = Table(
     Column("updated_at", BigInteger, nullable=False),
     CheckConstraint("status IN ('enabled', 'disabled')", name="ck_webhook_endpoints_status"),
     Index("ix_webhook_endpoints_account", "account_id", "id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    # Where it goes: a webhook endpoint's id, or ``callback`` for a task's callback_url.
+    Column("target", String(40), nullable=False),
+    Column("endpoint_id", String(40), nullable=True),
+    Column("task_id", String(40), nullable=True),
+    Column("event_id", String(40), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    # The event's outbox position: a task's deliveries to one target go in this order.
+    Column("position", BigInteger, nullable=True),
+    # The callback URL (endpoints are looked up at each attempt, so an edit applies).
+    Column("url", Text, nullable=True),
+    # The exact body sent, the same bytes on every attempt.
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt_count", Integer, nullable=False, server_default=text("0")),
+    # Failed attempts since it was (re)queued: the place in the retry schedule.
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    # A deliverer that took it holds it until then (a lost deliverer's take expires).
+    Column("leased_until", BigInteger, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'delivered', 'failed')", name="ck_webhook_deliveries_status"
+    ),
+    UniqueConstraint("event_id", "target", name="uq_webhook_deliveries_event_target"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    # Per target and task, the earliest pending delivery goes first.
+    Index(
+        "ix_webhook_deliveries_lane",
+        "target",
+        "task_id",
+        "position",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    Index("ix_webhook_deliveries_task", "task_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("delivery_id", String(40), ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempted_at", BigInteger, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("error", String(300), nullable=True),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+# How far each reader of the outbox has got (the deliverer's fan-out).
+outbox_cursors = Table(
+    "outbox_cursors",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+# Uploaded inputs and produced outputs. The blob is at ``files/<id>`` in the storage;
+# ``expired_at`` is set when retention deleted it (the row stays, so the file's
+# content answers 410 rather than 404).
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    # image, audio, video, or file (an output of another type).
+    Column("kind", String(16), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("duration", Float, nullable=True),
+    # The task that produced an output.
+    Column("task_id", String(40), nullable=True),
+    # Where an input given as a URL was fetched from.
+    Column("source_url", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("expired_at", BigInteger, nullable=True),
+    CheckConstraint("purpose IN ('input', 'output')", name="ck_files_purpose"),
+    Index("ix_files_account", "account_id", "id"),
+    Index("ix_files_task", "task_id"),
+    Index(
+        "ix_files_expires",
+        "expires_at",
+        sqlite_where=text("expired_at IS NULL"),
+        postgresql_where=text("expired_at IS NULL"),
+    ),
+)
+
+# The files a task's input refers to (by id, or by a URL fetched at submit): they
+# live at least until the task is terminal.
+task_inputs = Table(
+    "task_inputs",
+    metadata,
+    Column("task_id", String(40), primary_key=True),
+    # The value in the task's input: a file id or a URL.
+    Column("ref", String(2048), primary_key=True),
+    Column("file_id", String(40), ForeignKey("files.id"), nullable=False),
+    Index("ix_task_inputs_file", "file_id"),
 )
 
 # The claim: queued tasks of one account in priority (higher first), then age, order.

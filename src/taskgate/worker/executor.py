@@ -18,7 +18,7 @@ import shutil
 import signal
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
@@ -28,6 +28,9 @@ from pydantic import ValidationError
 
 from taskgate import logs
 from taskgate.core.money import format_credits, parse_credits
+from taskgate.services.media import describe_output
+from taskgate.services.storage import BlobNotFound, Storage, open_storage
+from taskgate.settings import Settings
 from taskgate.worker.procutil import die_with_parent
 from taskgate.workflows.registry import Registry
 from taskgate.workflows.sdk import Cancelled, Context, Price, WorkflowError
@@ -43,6 +46,8 @@ class Assignment:
     input: dict[str, Any]
     work_dir: str
     output_dir: str
+    #: The task's input files: each FileRef value → its blob's key in the storage.
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 # Added to the executors' nice value (lower CPU priority than the worker and API).
@@ -110,16 +115,25 @@ def _file_item(name: str, path: Path, content_type: str) -> dict[str, Any]:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return {
+    # Media is probed here, in the executor, at its lower CPU priority.
+    info = describe_output(path, content_type)
+    item: dict[str, Any] = {
         "type": "file",
         "name": name,
-        "content_type": content_type,
+        "content_type": info.content_type,
         "bytes": size,
         "sha256": digest.hexdigest(),
+        "kind": info.kind,
     }
+    for key in ("width", "height", "duration"):
+        if (value := getattr(info, key)) is not None:
+            item[key] = value
+    return item
 
 
-def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -> dict[str, Any]:
+def run_assignment(
+    registry: Registry, job: Assignment, channel: _PipeChannel, storage: Storage | None = None
+) -> dict[str, Any]:
     """Run one handler and describe its outcome as a plain dict."""
     wf = registry.get(job.workflow)
     if wf is None:
@@ -146,6 +160,10 @@ def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -
     report: dict[str, Any]
     try:
         ctx.input = wf.input.model_validate(job.input)
+        for ref, key in job.inputs.items():
+            if storage is None:
+                raise RuntimeError("this executor has no storage for input files")
+            ctx._input_files[ref] = storage.local_path(key, work / "inputs")
         result = wf.handler(ctx)
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
@@ -170,6 +188,7 @@ def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -
                 described = _file_item(item.name, item.path, item.content_type)
                 destination.mkdir(parents=True, exist_ok=True)
                 os.replace(item.path, destination / item.name)
+                described["path"] = str(destination / item.name)
                 output.append(described)
             report = {
                 "status": "completed",
@@ -179,6 +198,15 @@ def run_assignment(registry: Registry, job: Assignment, channel: _PipeChannel) -
             }
     except Cancelled:
         report = {"status": "cancelled"}
+    except BlobNotFound:
+        report = {
+            "status": "failed",
+            "error": {
+                "code": "input_missing",
+                "message": "An input file of this task is gone.",
+                "retryable": False,
+            },
+        }
     except WorkflowError as exc:
         report = {
             "status": "failed",
@@ -234,7 +262,12 @@ async def _await(awaitable: Any) -> Any:
 
 
 def main(
-    conn: Connection, cancel: MpEvent, modules: list[str], log_level: str, log_format: str
+    conn: Connection,
+    cancel: MpEvent,
+    modules: list[str],
+    log_level: str,
+    log_format: str,
+    settings: Settings | None = None,
 ) -> None:
     """Entry point of an executor process."""
     die_with_parent()
@@ -245,6 +278,7 @@ def main(
     os.nice(EXECUTOR_NICENESS)
     logs.configure(log_level, log_format)
     registry = Registry.load(modules)
+    storage = open_storage(settings) if settings is not None else None
     channel = _PipeChannel(conn, cancel)
     channel.send(("ready", os.getpid()))
     while True:
@@ -256,5 +290,5 @@ def main(
             return
         job = Assignment(*job)
         channel.begin(job.task_id, job.attempt)
-        report = run_assignment(registry, job, channel)
+        report = run_assignment(registry, job, channel, storage)
         channel.finish(job.task_id, job.attempt, report)

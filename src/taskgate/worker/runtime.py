@@ -31,15 +31,19 @@ from typing import Any
 
 from taskgate.core.clock import now_us, to_us
 from taskgate.core.ids import new_id
-from taskgate.core.models import Task
+from taskgate.core.models import StoredFile, Task
 from taskgate.core.states import TaskStatus
 from taskgate.metrics import TASK_DURATION, TASKS_FINISHED
 from taskgate.services.channel import API, WORKER, Listener, LocalChannel
+from taskgate.services.files import keep_output, output_entry
+from taskgate.services.retention import Retention
+from taskgate.services.storage import open_storage
 from taskgate.services.work import Finish, Lease, WorkQueue
 from taskgate.settings import Settings
 from taskgate.store.db import Database
 from taskgate.worker import executor
 from taskgate.workflows.registry import Registry
+from taskgate.workflows.sdk import takes_files
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,18 @@ class WorkerRuntime:
             backoff_us=to_us(settings.retry_backoff_seconds),
             # Event streams in the API processes read the outbox when woken.
             on_change=partial(self._api_channel.publish, API, b"e"),
+            output_retention_us=to_us(settings.output_retention.total_seconds()),
+            file_workflows=[wf.name for wf in registry if takes_files(wf.input)],
         )
+        self._storage = open_storage(settings)
+        self._retention = Retention(
+            db,
+            self._storage,
+            input_retention_us=to_us(settings.input_retention.total_seconds()),
+            task_retention_us=to_us(settings.task_retention.total_seconds()),
+        )
+        # The account of each task this worker runs (its outputs are the account's).
+        self._accounts: dict[str, str] = {}
         self.slots = [Slot(i) for i in range(slots)]
         self._mp = multiprocessing.get_context("spawn")
         self._kick = asyncio.Event()
@@ -142,13 +157,15 @@ class WorkerRuntime:
             "worker %s started: %d slots, queues %s", self.worker_id, len(self.slots), self.queues
         )
         maintenance = asyncio.create_task(self._maintenance())
+        retention = asyncio.create_task(self._sweep_forever())
         try:
             await self._schedule_until_stopped()
             await self._drain()
         finally:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            for job in (maintenance, retention):
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
             for slot in self.slots:
                 self._kill(slot)
             self._listener.close()
@@ -207,6 +224,7 @@ class WorkerRuntime:
                 list(self.settings.workflows),
                 self.settings.log_level,
                 self.settings.log_format,
+                self.settings,
             ),
             name=f"taskgate-executor-{slot.index}",
             daemon=True,
@@ -361,8 +379,9 @@ class WorkerRuntime:
         free = [slot for slot in self.slots if slot.idle] if claim and not self._draining else []
         if not finished and not progress and not free:
             return
+        outputs = await self._keep_outputs(finished) if finished else None
         try:
-            done, claimed = await self.work.step(progress, finished, len(free))
+            done, claimed, inputs = await self.work.step(progress, finished, len(free), outputs)
         except Exception:
             # Keep the outcomes: they are applied by the next tick.
             self._finished[:0] = finished
@@ -383,8 +402,10 @@ class WorkerRuntime:
             (t.workflow, t.status.value) for t in done
         ).items():
             TASKS_FINISHED.labels(workflow, status).inc(count)
+        if outputs:
+            await self._drop_unkept_outputs(outputs, done)
         for slot, task in zip(free, claimed, strict=False):
-            self._assign(slot, task)
+            self._assign(slot, task, inputs.get(task.id, {}))
 
     def _duration(self, workflow: str, status: str) -> Any:
         """The duration histogram of one workflow and status (looked up once)."""
@@ -394,11 +415,73 @@ class WorkerRuntime:
             child = self._durations[key] = TASK_DURATION.labels(workflow, status)
         return child
 
-    def _assign(self, slot: Slot, task: Task) -> None:
+    async def _keep_outputs(self, finished: list[Finish]) -> dict[str, list[StoredFile]] | None:
+        """Move the output files of completed outcomes into the storage and list them
+        in the outcome's output as files; an outcome whose files cannot be stored
+        becomes a retryable failure."""
+        kept: dict[str, list[StoredFile]] = {}
+        for index, finish in enumerate(finished):
+            if finish.status is not TaskStatus.COMPLETED or not finish.output:
+                continue
+            if not any("path" in item for item in finish.output):
+                continue
+            task_id = finish.lease.task_id
+            account_id = self._accounts.get(task_id, "")
+            try:
+                records, output = await asyncio.to_thread(
+                    self._store_outputs, account_id, task_id, finish.output
+                )
+            except Exception:
+                log.exception("could not store the outputs", extra={"task_id": task_id})
+                error = {
+                    "code": "storage_error",
+                    "message": "The task's output files could not be stored.",
+                    "retryable": True,
+                }
+                finished[index] = Finish(finish.lease, TaskStatus.FAILED, error=error)
+                continue
+            finish.output = output
+            kept[task_id] = records
+        return kept or None
+
+    def _store_outputs(
+        self, account_id: str, task_id: str, output: list[dict[str, Any]]
+    ) -> tuple[list[StoredFile], list[dict[str, Any]]]:
+        records: list[StoredFile] = []
+        entries: list[dict[str, Any]] = []
+        try:
+            for item in output:
+                if "path" not in item:
+                    entries.append(item)
+                    continue
+                record = keep_output(self._storage, account_id, task_id, dict(item))
+                records.append(record)
+                entries.append(output_entry(record))
+        except Exception:
+            for record in records:
+                self._storage.delete(record.key)
+            raise
+        return records, entries
+
+    async def _drop_unkept_outputs(
+        self, outputs: dict[str, list[StoredFile]], done: list[Task]
+    ) -> None:
+        """Delete the stored outputs of outcomes that were not recorded as completed
+        (the lease was lost, or a cancel request won)."""
+        completed = {task.id for task in done if task.status is TaskStatus.COMPLETED}
+        for task_id, records in outputs.items():
+            if task_id not in completed:
+                for record in records:
+                    await asyncio.to_thread(self._storage.delete, record.key)
+
+    def _assign(self, slot: Slot, task: Task, inputs: dict[str, str] | None = None) -> None:
         assert slot.conn is not None and slot.cancel is not None and self._loop is not None
         lease = Lease(task.id, self.worker_id, task.attempts)
         running = Running(lease=lease, task=task)
         slot.running = running
+        if len(self._accounts) > 10_000:
+            self._accounts.clear()
+        self._accounts[task.id] = task.account_id
         if slot.cancel_set:
             slot.cancel.clear()
             slot.cancel_set = False
@@ -412,6 +495,7 @@ class WorkerRuntime:
                 task.input,
                 f"{self._work_root}/{where}",
                 f"{self._output_root}/{where}",
+                {ref: f"files/{file_id}" for ref, file_id in (inputs or {}).items()},
             )
         )
         running.timers.append(
@@ -502,6 +586,18 @@ class WorkerRuntime:
                     self._kick.set()
             except Exception:
                 log.exception("worker %s: maintenance failed", self.worker_id)
+
+    async def _sweep_forever(self) -> None:
+        """Retention: delete expired files and purge old tasks, every
+        ``retention_interval_seconds``. Workers run it (not the API) so that the
+        API's loop serves only requests; several workers running it at once is
+        safe (each step is idempotent)."""
+        while True:
+            await asyncio.sleep(self.settings.retention_interval_seconds)
+            try:
+                await self._retention.sweep()
+            except Exception:
+                log.exception("worker %s: retention failed", self.worker_id)
 
     async def _renew(self) -> None:
         running = {slot.running.lease: slot for slot in self.slots if slot.running is not None}

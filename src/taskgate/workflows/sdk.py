@@ -12,21 +12,34 @@ notice cancellation, meter usage, warn, and write output files::
         ctx.progress(50, "thinking")
         return {"text": ctx.input.prompt}
 
+A field typed :data:`FileRef` takes a file: an uploaded file's id (``file_…``) or an
+http(s) URL that taskgate fetches at submit. Inside the handler,
+:meth:`Context.file` gives the local path of its bytes::
+
+    class Input(BaseModel):
+        image: FileRef
+
+    def handler(ctx: Context[Input]) -> None:
+        picture = Image.open(ctx.file(ctx.input.image))
+
 Handlers run in a separate executor process. A handler that ignores cancellation
 is stopped anyway after the grace period; one that runs past its timeout is killed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
+import re
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, WithJsonSchema
 
 InputT = TypeVar("InputT", bound=BaseModel)
 
@@ -35,6 +48,90 @@ Result = dict[str, Any] | list[dict[str, Any]] | None
 _MILLI = Decimal("0.001")
 # Keys of a task's usage object that are not meters.
 _RESERVED_METERS = frozenset({"lines", "credits"})
+
+
+_FILE_ID = re.compile(r"file_[0-9A-HJKMNP-TV-Z]{26}")
+_MAX_URL_CHARS = 2048
+
+
+class _FileRefMarker:
+    """Marks a :data:`FileRef` field (found by :func:`file_refs`)."""
+
+    def __repr__(self) -> str:
+        return "FILE_REF"
+
+
+FILE_REF = _FileRefMarker()
+
+
+def _check_file_ref(value: str) -> str:
+    if _FILE_ID.fullmatch(value):
+        return value
+    if value.startswith(("http://", "https://")) and len(value) <= _MAX_URL_CHARS:
+        return value
+    raise ValueError("must be a file id (file_…) or an http(s) URL")
+
+
+#: An input field that takes a file: an uploaded file's id or an http(s) URL. The
+#: handler reads it from :meth:`Context.file`.
+FileRef = Annotated[
+    str,
+    AfterValidator(_check_file_ref),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "file-ref",
+            "description": "An uploaded file's id (file_…) or an http(s) URL to fetch.",
+        }
+    ),
+    FILE_REF,
+]
+
+
+def file_refs(
+    model: type[BaseModel], data: Mapping[str, Any], prefix: str = "input"
+) -> dict[str, str]:
+    """The :data:`FileRef` values in an input (as dumped to JSON), by their path
+    (``input.images.0``)."""
+    found: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        if name in data:
+            _collect(info.annotation, tuple(info.metadata), data[name], f"{prefix}.{name}", found)
+    return found
+
+
+def takes_files(model: type[BaseModel]) -> bool:
+    """Whether an input model has a :data:`FileRef` field (at any depth)."""
+    return '"format": "file-ref"' in json.dumps(model.model_json_schema())
+
+
+def _collect(
+    annotation: Any, metadata: tuple[Any, ...], value: Any, path: str, found: dict[str, str]
+) -> None:
+    if FILE_REF in metadata:
+        if isinstance(value, str):
+            found[path] = value
+        return
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Annotated:
+        _collect(args[0], tuple(args[1:]), value, path, found)
+    elif origin in (Union, types.UnionType):
+        for arg in args:
+            _collect(arg, (), value, path, found)
+    elif origin in (list, tuple, set, frozenset) and isinstance(value, list):
+        for index, item in enumerate(value):
+            item_type = args[0] if args else Any
+            _collect(item_type, (), item, f"{path}.{index}", found)
+    elif origin is dict and isinstance(value, dict) and len(args) == 2:
+        for key, item in value.items():
+            _collect(args[1], (), item, f"{path}.{key}", found)
+    elif (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and isinstance(value, dict)
+    ):
+        found.update(file_refs(annotation, value, path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +339,7 @@ class Context(Generic[InputT]):
     _usage: dict[str, float] = field(default_factory=dict)
     _warnings: list[dict[str, Any]] = field(default_factory=list)
     _files: list[OutputFile] = field(default_factory=list)
+    _input_files: dict[str, Path] = field(default_factory=dict)
 
     def progress(
         self, percent: float, stage: str | None = None, message: str | None = None
@@ -271,6 +369,14 @@ class Context(Generic[InputT]):
         """Attach a warning to the task (it still completes)."""
         self._warnings.append({"code": code, "message": message, "field": field})
 
+    def file(self, ref: str) -> Path:
+        """The local path of an input file (the value of a :data:`FileRef` field).
+        Read it, do not change it."""
+        try:
+            return self._input_files[ref]
+        except KeyError:
+            raise ValueError(f"{ref!r} is not a file input of this task") from None
+
     @property
     def output_dir(self) -> Path:
         """A private scratch directory for this attempt (created on first use).
@@ -296,6 +402,7 @@ __all__ = [
     "Charge",
     "Context",
     "Estimate",
+    "FileRef",
     "OutputFile",
     "Price",
     "Pricing",
@@ -305,5 +412,7 @@ __all__ = [
     "RetryableError",
     "Workflow",
     "WorkflowError",
+    "file_refs",
+    "takes_files",
     "workflow",
 ]

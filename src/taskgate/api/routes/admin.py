@@ -96,7 +96,7 @@ def update_account(account: str, body: AdminAccountUpdate, services: Admin) -> R
         raise InvalidInput("concurrency cannot be null.", param="concurrency")
     changes: dict[str, Any] = {
         name: getattr(body, name) if name in given else UNCHANGED
-        for name in ("rate_limit_reads", "rate_limit_writes")
+        for name in ("rate_limit_reads", "rate_limit_writes", "output_retention_seconds")
     }
     updated = services.accounts.update_limits(account, concurrency=body.concurrency, **changes)
     return json_response(account_object(updated))

@@ -28,6 +28,7 @@ from taskgate.core.clock import now_us
 from taskgate.core.errors import InvalidParam
 from taskgate.core.models import Event
 from taskgate.services.events import TaskStart
+from taskgate.services.signing import Signer
 from taskgate.services.tasks import TaskView
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
@@ -55,12 +56,12 @@ class _EncodedEvents:
         self._size = size
         self._cache: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
 
-    def get(self, event: Event, base_url: str, *, by_seq: bool) -> bytes:
+    def get(self, event: Event, base_url: str, signer: Signer, *, by_seq: bool) -> bytes:
         key = (event.id, base_url, by_seq)
         encoded = self._cache.get(key)
         if encoded is None:
             encoded = ServerSentEvent(
-                _data(event_object(event, base_url)),
+                _data(event_object(event, base_url, signer)),
                 event=event.type,
                 # A task's stream numbers its events; the account's uses evt_ ids.
                 id=str(event.seq) if by_seq else event.id,
@@ -130,7 +131,9 @@ async def stream_task_events(
         await opened.aclose()
         response = Response(status_code=204)
     else:
-        response = _stream(request, _task_stream(opened, start, events, base_url, after_seq))
+        response = _stream(
+            request, _task_stream(opened, start, events, base_url, services.signer, after_seq)
+        )
     return caller.with_limit_headers(response) if caller is not None else response
 
 
@@ -139,19 +142,20 @@ async def _task_stream(
     start: TaskStart,
     events: AsyncIterator[list[Event]],
     base_url: str,
+    signer: Signer,
     after_seq: int | None,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     try:
         if after_seq is None:
             now = now_us()
             yield ServerSentEvent(
-                _data(snapshot_object(TaskView(start.task), base_url, now)),
+                _data(snapshot_object(TaskView(start.task), base_url, now, signer)),
                 event="task.snapshot",
                 id=str(start.task.event_seq),
             )
         async for batch in events:
             # One write for all the events that were waiting.
-            yield b"".join(_ENCODED.get(event, base_url, by_seq=True) for event in batch)
+            yield b"".join(_ENCODED.get(event, base_url, signer, by_seq=True) for event in batch)
     finally:
         await opened.aclose()
 
@@ -178,15 +182,15 @@ async def stream_account_events(
         caller.services.events.account_events(caller.account_id, resume)
     )
     return caller.with_limit_headers(
-        _stream(request, _account_stream(opened, events, caller.base_url))
+        _stream(request, _account_stream(opened, events, caller.base_url, caller.services.signer))
     )
 
 
 async def _account_stream(
-    opened: AsyncExitStack, events: AsyncIterator[list[Event]], base_url: str
+    opened: AsyncExitStack, events: AsyncIterator[list[Event]], base_url: str, signer: Signer
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     try:
         async for batch in events:
-            yield b"".join(_ENCODED.get(event, base_url, by_seq=False) for event in batch)
+            yield b"".join(_ENCODED.get(event, base_url, signer, by_seq=False) for event in batch)
     finally:
         await opened.aclose()

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from taskgate.api.deps import ReaderDep, WriterDep
-from taskgate.api.presenters import webhook_object
+from taskgate.api.presenters import delivery_object, webhook_object
 from taskgate.api.responses import ERROR_RESPONSES, json_response
 from taskgate.core.errors import InvalidInput
 from taskgate.payloads import (
     DeletedObject,
+    DeliveryObject,
     ListObject,
     WebhookCreate,
     WebhookObject,
@@ -92,3 +93,53 @@ async def rotate_webhook_secret(webhook_id: str, caller: WriterDep) -> Response:
     and the previous secret, so the receiver can switch without missing any."""
     endpoint = await caller.services.webhooks.rotate_secret(caller.account_id, webhook_id)
     return caller.with_limit_headers(json_response(webhook_object(endpoint, with_secret=True)))
+
+
+@router.get("/{webhook_id}/deliveries", response_model=ListObject, operation_id="list_deliveries")
+async def list_deliveries(
+    webhook_id: str,
+    caller: ReaderDep,
+    limit: Annotated[int, Query(description="1–100")] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    status: Annotated[str | None, Query(description="pending, delivered or failed")] = None,
+) -> Response:
+    """The endpoint's deliveries, newest first, each with every attempt made."""
+    found, more = await caller.services.deliveries.list(
+        caller.account_id, webhook_id, limit=limit, cursor=cursor, status=status
+    )
+    return caller.with_limit_headers(
+        json_response(
+            {
+                "object": "list",
+                "data": [delivery_object(view) for view in found],
+                "has_more": more,
+                "next_cursor": found[-1].delivery.id if more and found else None,
+            }
+        )
+    )
+
+
+@router.post(
+    "/{webhook_id}/test",
+    status_code=202,
+    response_model=DeliveryObject,
+    operation_id="test_webhook",
+)
+async def test_webhook(webhook_id: str, caller: WriterDep) -> Response:
+    """Send a ``webhook.test`` event to the endpoint (even while it is disabled);
+    follow it in the endpoint's deliveries."""
+    view = await caller.services.deliveries.send_test(caller.account_id, webhook_id)
+    return caller.with_limit_headers(json_response(delivery_object(view), 202))
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/retry",
+    status_code=202,
+    response_model=DeliveryObject,
+    operation_id="retry_delivery",
+)
+async def retry_delivery(webhook_id: str, delivery_id: str, caller: WriterDep) -> Response:
+    """Deliver again now, with a fresh retry schedule: a failed delivery, or a
+    delivered one the receiver lost."""
+    view = await caller.services.deliveries.retry(caller.account_id, webhook_id, delivery_id)
+    return caller.with_limit_headers(json_response(delivery_object(view), 202))

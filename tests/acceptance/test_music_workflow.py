@@ -1,0 +1,178 @@
+"""The ``music`` workflow end to end: submitted over HTTP to a real server, its
+MP3s and covers fetched and decoded; cancellation mid-render; bad inputs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.acceptance.apitools import (
+    assert_error,
+    json_of,
+    module_server,
+    submit,
+    wait_status,
+)
+from tests.helpers import ServerProcess, wait_until
+from tests.media.analysis import decode
+
+pytestmark = pytest.mark.acceptance
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory)
+
+
+@pytest.fixture
+def http(srv: ServerProcess) -> Iterator[httpx.Client]:
+    with srv.client() as client:
+        yield client
+
+
+def fetch(srv: ServerProcess, task: dict[str, Any], item: dict[str, Any], to: Path) -> Path:
+    """An output file's bytes, saved to ``to``: through its signed link when the
+    output has one, else from the server's output directory."""
+    if "url" in item:
+        response = httpx.get(item["url"], timeout=30)
+        assert response.status_code == 200, response.text
+        to.write_bytes(response.content)
+    else:
+        stored = srv.data_dir / "blobs" / "outputs" / task["id"] / str(task["attempts"])
+        to.write_bytes((stored / item["name"]).read_bytes())
+    return to
+
+
+def files_by_name(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        item["name"]: item
+        for item in task["output"]
+        if "name" in item and item.get("type") != "track"
+    }
+
+
+def test_two_tracks_with_covers(srv: ServerProcess, http: httpx.Client, tmp_path: Path) -> None:
+    body = {
+        "prompt": "Upbeat pop about a summer road trip",
+        "tags": ["upbeat", "pop"],
+        "duration": 3,
+        "seed": 42,
+        "count": 2,
+    }
+    task = submit(http, "music", input=body)
+    done = wait_status(http, task["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done.get("error")
+    tracks = [item for item in done["output"] if item.get("type") == "track"]
+    files = files_by_name(done)
+    assert [t["audio"] for t in tracks] == ["track-1.mp3", "track-2.mp3"]
+    assert [t["image"] for t in tracks] == ["cover-1.png", "cover-2.png"]
+    assert {t["seed"] for t in tracks} == {42, 43}
+    for track in tracks:
+        assert track["title"] == "Upbeat Pop about a Summer Road Trip"
+        assert track["tags"] == ["upbeat", "pop"]
+        assert track["duration"] == 3.0
+        assert track["mode"] in {"major", "minor"}
+        assert 110 <= track["bpm"] <= 180
+        audio = decode(fetch(srv, done, files[track["audio"]], tmp_path / track["audio"]))
+        assert (audio.codec, audio.sample_rate, audio.samples.shape[0]) == ("mp3float", 44100, 2)
+        assert abs(audio.seconds - 3.0) <= 0.1
+        assert float(np.sqrt(np.mean(audio.samples**2))) > 0.03  # not silent
+        with Image.open(fetch(srv, done, files[track["image"]], tmp_path / track["image"])) as im:
+            assert (im.format, im.size) == ("PNG", (1024, 1024))
+    one, two = (tmp_path / "track-1.mp3").read_bytes(), (tmp_path / "track-2.mp3").read_bytes()
+    assert one != two
+    assert done["usage"]["audio_seconds"] == pytest.approx(6.0)
+    assert Decimal(done["usage"]["credits"]) == Decimal("0.120")
+    assert done["progress"]["percent"] == 100.0
+
+
+def test_the_same_seed_gives_the_same_bytes_over_http(
+    srv: ServerProcess, http: httpx.Client, tmp_path: Path
+) -> None:
+    body = {"prompt": "lofi beats", "tags": "lofi chill", "duration": 2, "seed": 9}
+    first, second = (submit(http, "music", input=body) for _ in range(2))
+    paths = []
+    for n, task in enumerate((first, second)):
+        done = wait_status(http, task["id"], {"completed", "failed"}, timeout=60)
+        assert done["status"] == "completed", done.get("error")
+        paths.append(fetch(srv, done, files_by_name(done)["track-1.mp3"], tmp_path / f"{n}.mp3"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_cancel_mid_render_stops_within_two_seconds_leaving_no_file(
+    srv: ServerProcess, http: httpx.Client
+) -> None:
+    task = submit(http, "music", input={"prompt": "a long epic", "duration": 240, "seed": 1})
+
+    def rendering() -> bool:
+        current = json_of(http.get(f"/v1/tasks/{task['id']}"), 200)
+        assert current["status"] in {"queued", "running"}, current
+        progress = current.get("progress") or {}
+        return progress.get("stage") == "rendering" and (progress.get("percent") or 0) > 3
+
+    wait_until(rendering, timeout=60, interval=0.05, message="the track to be rendering")
+    asked = time.monotonic()
+    assert http.post(f"/v1/tasks/{task['id']}/cancel").status_code == 202
+    done = wait_status(http, task["id"], {"cancelled", "completed", "failed"}, timeout=10)
+    took = time.monotonic() - asked
+    assert done["status"] == "cancelled", done
+    assert took < 2.0, took
+    assert done["output"] == []
+    assert done["progress"]["percent"] < 100
+    # Nothing left behind: no output directory, no scratch files of the task.
+    leftovers = [
+        path
+        for root in ("blobs", "work")
+        for path in (srv.data_dir / root).rglob("*")
+        if task["id"] in str(path) and path.is_file()
+    ]
+    assert leftovers == []
+
+
+def test_the_catalogue_publishes_the_input_schema_and_price(http: httpx.Client) -> None:
+    found = json_of(http.get("/v1/workflows/music"), 200)
+    schema = found["input_schema"] if "input_schema" in found else found["input"]
+    properties = schema["properties"]
+    assert properties["duration"]["minimum"] == 2 and properties["duration"]["maximum"] == 240
+    assert properties["count"]["maximum"] == 2
+    assert {option["type"] for option in properties["tags"]["anyOf"]} == {"string", "array"}
+    assert schema["required"] == ["prompt"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"duration": 1.9}, "duration"),
+        ({"duration": 240.5}, "duration"),
+        ({"duration": "long"}, "duration"),
+        ({"count": 3}, "count"),
+        ({"count": 0}, "count"),
+        ({"tags": 5}, "tags"),
+        ({"tags": ["lofi", 3]}, "tags"),
+        ({"tags": {"genre": "lofi"}}, "tags"),
+        ({"tags": ["x" * 41]}, "tags"),
+        ({"tags": [f"t{i}" for i in range(21)]}, "tags"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": None}, "prompt"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"instrumental": "maybe"}, "instrumental"),
+        ({"lyrics": "la la"}, "lyrics"),
+    ],
+)
+def test_bad_inputs_are_422_naming_the_field(
+    http: httpx.Client, change: dict[str, Any], field: str
+) -> None:
+    body = {"prompt": "a song", "duration": 2, **change}
+    if change.get("prompt", "") is None:
+        del body["prompt"]
+    response = http.post("/v1/tasks", json={"workflow": "music", "input": body})
+    assert_error(response, 422, "invalid_param", f"input.{field}")

@@ -1,0 +1,57 @@
+"""A local S3 server for tests: moto's server mode on 127.0.0.1, in a thread."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from tests.helpers import free_port
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+
+    def client(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
+
+    def new_bucket(self) -> str:
+        name = f"tg-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def env(self, bucket: str, prefix: str = "blobs") -> dict[str, str]:
+        """The settings of a taskgate process that keeps its blobs in ``bucket``."""
+        return {
+            "TASKGATE_STORAGE_URL": f"s3://{bucket}/{prefix}",
+            "TASKGATE_S3_ENDPOINT_URL": self.endpoint_url,
+            "TASKGATE_S3_ACCESS_KEY_ID": ACCESS_KEY,
+            "TASKGATE_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+
+
+@contextmanager
+def running_s3() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
