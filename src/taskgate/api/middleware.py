@@ -25,6 +25,8 @@ _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # The upload routes: they take multipart bodies and enforce their own limit while
 # streaming. Anywhere else a multipart body is read as JSON, under the JSON limit.
 _UPLOAD_PATHS = frozenset({"/v1/files"})
+#: The scope key under which the edge leaves the server's own ``send``.
+RAW_SEND = "taskgate.raw_send"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -63,6 +65,9 @@ class Edge:
                 MutableHeaders(scope=message).append("X-Request-Id", rid)
             await send(message)
 
+        # Long-lived streams send their body chunks straight to the server (the
+        # wrappers of the layers in between only look at the response's start).
+        scope[RAW_SEND] = send
         try:
             limited: Receive | None = receive
             if scope["method"] in _WITH_BODY or length:

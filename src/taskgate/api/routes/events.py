@@ -20,8 +20,10 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Message, Send
 
 from taskgate.api.deps import Caller, ReaderDep, read_caller
+from taskgate.api.middleware import RAW_SEND
 from taskgate.api.presenters import event_object, snapshot_object
 from taskgate.api.responses import ERROR_RESPONSES
 from taskgate.core.clock import now_us
@@ -75,11 +77,35 @@ class _EncodedEvents:
 _ENCODED = _EncodedEvents()
 
 
-def _stream(
-    request: Request, events: AsyncIterator[ServerSentEvent | bytes]
-) -> EventSourceResponse:
+class EventStream(EventSourceResponse):
+    """sse-starlette's response, with a cheaper path for body chunks: an account's
+    event goes to each of its open streams, thousands of sends in a row on one
+    event loop.
+
+    - No send timeout is set, so a chunk is sent without the per-send cancel scope
+      (a client that is gone is noticed by the disconnect listener).
+    - Chunks go to the server's own ``send`` that the edge middleware left in the
+      scope: the wrappers in between only watch the response's start, which still
+      passes through them.
+    """
+
+    def __init__(self, raw_send: Send | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw_send = raw_send
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if self.send_timeout is not None:
+            await super()._send_with_timeout(send, message)
+        elif self._raw_send is not None and message["type"] == "http.response.body":
+            await self._raw_send(message)
+        else:
+            await send(message)
+
+
+def _stream(request: Request, events: AsyncIterator[ServerSentEvent | bytes]) -> EventStream:
     keepalive = request.app.state.services.settings.sse_keepalive_seconds
-    return EventSourceResponse(
+    return EventStream(
+        request.scope.get(RAW_SEND),
         events,
         ping=keepalive,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
