@@ -80,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--rate", type=float, default=1.0, help="tasks submitted per second")
     load.add_argument("--workers", type=int, default=2, help="worker slots of the server")
     load.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="API processes of the server (serve --api-processes); the API figures are "
+        "the first one's, the others count among its children",
+    )
+    load.add_argument(
         "--open-concurrency", type=int, default=200, help="streams being opened at once"
     )
     load.add_argument(
@@ -475,6 +482,8 @@ class Phase:
             str(port),
             "--workers",
             str(args.workers),
+            "--api-processes",
+            str(args.api_processes),
         ]
         with running(command, env=taskgate_env(data_dir), log_path=log_path) as server:
             try:

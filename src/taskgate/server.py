@@ -7,13 +7,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 from typing import Any
 
 import uvicorn
 
 from taskgate import logs
 from taskgate.api.app import create_app
-from taskgate.composition import build
+from taskgate.composition import Services, build
 from taskgate.settings import Settings
 from taskgate.store import migrate
 from taskgate.worker.main import run_worker
@@ -27,11 +28,18 @@ def serve(
     host: str,
     port: int,
     workers: int,
+    api_processes: int = 1,
     access_log: bool = True,
     announce: Any = print,
 ) -> None:
     """Migrate (SQLite), create the default account on first start, start the worker
-    child, and serve HTTP until SIGTERM or SIGINT; then drain the worker."""
+    child and any further API processes, and serve HTTP until SIGTERM or SIGINT;
+    then stop the other API processes and drain the worker.
+
+    With ``api_processes`` > 1 every API process listens on the same port
+    (``SO_REUSEPORT``: the kernel spreads the connections), each with its own event
+    loop, event hub and webhook deliverer.
+    """
     logs.configure(settings.log_level, settings.log_format)
     services = build(settings)
     try:
@@ -46,36 +54,99 @@ def serve(
             )
         base_url = settings.public_url or f"http://{_url_host(host)}:{port}"
         worker = _start_worker(settings, workers) if workers > 0 else None
-        app = create_app(services, base_url=base_url, access_log=access_log)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
-        )
-        server = uvicorn.Server(config)
-        announce(f"taskgate listening on {base_url} (data dir {settings.data_dir})")
+        shared = api_processes > 1
+        others = [
+            _start_api(settings, host, port, base_url, access_log) for _ in range(api_processes - 1)
+        ]
         # Uvicorn re-raises the signal that stopped it once it has shut down; a
         # handler of ours keeps that from ending the process before the drain.
         stop_signals: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
-        # Objects made at start-up live as long as the process: keep the collector
-        # from walking them again and again, and let it run less often under load.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        announce(f"taskgate listening on {base_url} (data dir {settings.data_dir})")
         try:
-            # Server.run picks the event loop the config asks for (uvloop when installed).
-            server.run()
+            _serve_http(services, settings, host, port, base_url, access_log, shared=shared)
         finally:
+            for process in others:
+                _stop(process, settings.drain_seconds + 10)
             if worker is not None:
-                _stop_worker(worker, settings)
+                _stop(worker, settings.drain_seconds + settings.cancel_grace_seconds + 10)
     finally:
         services.close()
+
+
+def run_api(settings: Settings, host: str, port: int, base_url: str, access_log: bool) -> None:
+    """An API process beside the one ``serve`` runs (same port, own event loop)."""
+    logs.configure(settings.log_level, settings.log_format)
+    services = build(settings)
+    try:
+        _serve_http(services, settings, host, port, base_url, access_log, shared=True)
+    finally:
+        services.close()
+
+
+def _serve_http(
+    services: Services,
+    settings: Settings,
+    host: str,
+    port: int,
+    base_url: str,
+    access_log: bool,
+    *,
+    shared: bool,
+) -> None:
+    app = create_app(services, base_url=base_url, access_log=access_log)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
+    )
+    server = uvicorn.Server(config)
+    # Objects made at start-up live as long as the process: keep the collector
+    # from walking them again and again, and let it run less often under load.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    # Server.run picks the event loop the config asks for (uvloop when installed).
+    server.run(sockets=[_shared_socket(host, port)] if shared else None)
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind too (``SO_REUSEPORT``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _start_api(
+    settings: Settings, host: str, port: int, base_url: str, access_log: bool
+) -> multiprocessing.process.BaseProcess:
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=run_api,
+        args=(settings, host, port, base_url, access_log),
+        name="taskgate-api",
+    )
+    process.start()
+    return process
+
+
+def _stop(process: multiprocessing.process.BaseProcess, timeout: float) -> None:
+    if process.is_alive() and process.pid is not None:
+        os.kill(process.pid, signal.SIGTERM)
+    process.join(timeout=timeout)
+    if process.is_alive():
+        log.warning("%s did not stop in time; killing it", process.name)
+        process.kill()
+        process.join()
 
 
 def _url_host(host: str) -> str:
@@ -96,13 +167,3 @@ def _start_worker(settings: Settings, slots: int) -> multiprocessing.process.Bas
     )
     process.start()
     return process
-
-
-def _stop_worker(process: multiprocessing.process.BaseProcess, settings: Settings) -> None:
-    if process.is_alive() and process.pid is not None:
-        os.kill(process.pid, signal.SIGTERM)
-    process.join(timeout=settings.drain_seconds + settings.cancel_grace_seconds + 10)
-    if process.is_alive():
-        log.warning("worker did not stop in time; killing it")
-        process.kill()
-        process.join()

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # First retry delay; each further attempt doubles it (capped at 10 minutes).
     retry_backoff_seconds: float = Field(default=5.0, ge=0)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    # API processes ``serve`` runs on its port (each with its own event loop).
+    api_processes: int = Field(default=1, ge=1)
 
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)

@@ -77,6 +77,14 @@ def serve(
         int | None, typer.Option(help="Worker slots to run (default TASKGATE_WORKERS).")
     ] = None,
     no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only.")] = False,
+    api_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port (default TASKGATE_API_PROCESSES); with "
+            "more than one, share rate-limit counters through TASKGATE_RATE_LIMIT_STORAGE_URL.",
+        ),
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Run the API and worker slots (SQLite and local files by default)."""
@@ -87,7 +95,13 @@ def serve(
     slots = 0 if no_workers else (workers if workers is not None else settings.workers)
     try:
         run(
-            settings, host=host, port=port, workers=slots, access_log=access_log, announce=out.print
+            settings,
+            host=host,
+            port=port,
+            workers=slots,
+            api_processes=api_processes if api_processes is not None else settings.api_processes,
+            access_log=access_log,
+            announce=out.print,
         )
     except TaskgateError as exc:
         _fail(exc)
