@@ -7,14 +7,8 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete, exists, select
 
 from taskgate.core.states import TERMINAL
-from taskgate.store.tables import (
-    events,
-    files,
-    task_inputs,
-    tasks,
-    webhook_attempts,
-    webhook_deliveries,
-)
+from taskgate.store import deliveries
+from taskgate.store.tables import events, files, task_inputs, tasks
 
 _TERMINAL = [status.value for status in TERMINAL]
 
@@ -63,9 +57,7 @@ def purge_tasks(conn: Connection, task_ids: Sequence[str]) -> list[str]:
             )
         )
     ]
-    deliveries = select(webhook_deliveries.c.id).where(webhook_deliveries.c.task_id.in_(ids))
-    conn.execute(delete(webhook_attempts).where(webhook_attempts.c.delivery_id.in_(deliveries)))
-    conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.task_id.in_(ids)))
+    deliveries.remove_for_tasks(conn, ids)
     conn.execute(delete(events).where(events.c.task_id.in_(ids)))
     conn.execute(delete(task_inputs).where(task_inputs.c.task_id.in_(ids)))
     if doomed:
