@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
@@ -35,6 +36,51 @@ def check_metadata(value: dict[str, str]) -> dict[str, str]:
                 f"values are at most {MAX_METADATA_VALUE_CHARS} characters (key {key!r})"
             )
     return value
+
+
+def output_files(output: list[dict[str, Any]], key: str = "file_id") -> list[dict[str, Any]]:
+    """Every file entry of a task's output, in order: the entries at the top level
+    and those a result holds (a track's ``audio``), at any depth. An entry is a dict
+    with ``key``; the dicts returned are those of ``output``, not copies."""
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if key in value:
+                found.append(value)
+            else:
+                for item in value.values():
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(output)
+    return found
+
+
+def map_output_files(
+    output: list[dict[str, Any]],
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    key: str = "file_id",
+) -> list[dict[str, Any]]:
+    """A task's output with each file entry (a dict with ``key``, at any depth)
+    replaced by ``change(entry)``. ``output`` is not changed; the parts of it that
+    hold no file entry are shared, not copied."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            if key in value:
+                return change(value)
+            changed = {name: walk(item) for name, item in value.items()}
+            same = all(changed[name] is item for name, item in value.items())
+            return value if same else changed
+        if isinstance(value, list):
+            items = [walk(item) for item in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return value
+
+    return [walk(item) for item in output]
 
 
 class WorkflowSubmit(BaseModel):

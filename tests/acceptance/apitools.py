@@ -251,3 +251,10 @@ def send_raw(client: httpx.Client, method: str, path: str, content: bytes) -> ht
     return client.request(
         method, path, content=content, headers={"Content-Type": "application/json"}
     )
+
+
+def upload(http: httpx.Client, data: bytes, name: str = "in.png") -> str:
+    """Upload ``data`` as an input file; its id."""
+    response = http.post("/v1/files", files={"file": (name, data)}, data={"purpose": "input"})
+    file_id: str = json_of(response, 201)["id"]
+    return file_id

@@ -25,6 +25,7 @@ from tests.acceptance.apitools import (
     quick_account,
     sql,
     submit,
+    upload,
     wait_status,
 )
 from tests.helpers import ServerProcess, free_port, wait_until
@@ -96,12 +97,6 @@ def acct(srv: ServerProcess) -> Account:
 def http(srv: ServerProcess, acct: Account) -> Iterator[httpx.Client]:
     with srv.client(acct.key) as client:
         yield client
-
-
-def upload(http: httpx.Client, data: bytes, name: str = "in.png") -> str:
-    response = http.post("/v1/files", files={"file": (name, data)}, data={"purpose": "input"})
-    file_id: str = json_of(response, 201)["id"]
-    return file_id
 
 
 def files_of(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -38,28 +38,16 @@ def http(srv: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def fetch(srv: ServerProcess, task: dict[str, Any], item: dict[str, Any], to: Path) -> Path:
-    """An output file's bytes, saved to ``to``: through its signed link when the
-    output has one, else from the server's output directory."""
-    if "url" in item:
-        response = httpx.get(item["url"], timeout=30)
-        assert response.status_code == 200, response.text
-        to.write_bytes(response.content)
-    else:
-        stored = srv.data_dir / "blobs" / "outputs" / task["id"] / str(task["attempts"])
-        to.write_bytes((stored / item["name"]).read_bytes())
+def fetch(item: dict[str, Any], to: Path) -> Path:
+    """An output file's bytes, fetched through its signed link (no API key) and
+    saved to ``to``."""
+    response = httpx.get(item["url"], timeout=30)
+    assert response.status_code == 200, response.text
+    to.write_bytes(response.content)
     return to
 
 
-def files_by_name(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        item["name"]: item
-        for item in task["output"]
-        if "name" in item and item.get("type") != "track"
-    }
-
-
-def test_two_tracks_with_covers(srv: ServerProcess, http: httpx.Client, tmp_path: Path) -> None:
+def test_two_tracks_with_covers(http: httpx.Client, tmp_path: Path) -> None:
     body = {
         "prompt": "Upbeat pop about a summer road trip",
         "tags": ["upbeat", "pop"],
@@ -70,10 +58,11 @@ def test_two_tracks_with_covers(srv: ServerProcess, http: httpx.Client, tmp_path
     task = submit(http, "music", input=body)
     done = wait_status(http, task["id"], {"completed", "failed"}, timeout=60)
     assert done["status"] == "completed", done.get("error")
-    tracks = [item for item in done["output"] if item.get("type") == "track"]
-    files = files_by_name(done)
-    assert [t["audio"] for t in tracks] == ["track-1.mp3", "track-2.mp3"]
-    assert [t["image"] for t in tracks] == ["cover-1.png", "cover-2.png"]
+    # The output is the two tracks, each holding its files with their links.
+    tracks = done["output"]
+    assert [t["type"] for t in tracks] == ["track", "track"]
+    assert [t["audio"]["name"] for t in tracks] == ["track-1.mp3", "track-2.mp3"]
+    assert [t["image"]["name"] for t in tracks] == ["cover-1.png", "cover-2.png"]
     assert {t["seed"] for t in tracks} == {42, 43}
     for track in tracks:
         assert track["title"] == "Upbeat Pop about a Summer Road Trip"
@@ -81,11 +70,21 @@ def test_two_tracks_with_covers(srv: ServerProcess, http: httpx.Client, tmp_path
         assert track["duration"] == 3.0
         assert track["mode"] in {"major", "minor"}
         assert 110 <= track["bpm"] <= 180
-        audio = decode(fetch(srv, done, files[track["audio"]], tmp_path / track["audio"]))
+        entry, cover = track["audio"], track["image"]
+        assert entry["file_id"].startswith("file_") and cover["file_id"].startswith("file_")
+        assert (entry["type"], entry["content_type"]) == ("audio", "audio/mpeg")
+        assert (cover["type"], cover["content_type"]) == ("image", "image/png")
+        assert (cover["width"], cover["height"]) == (1024, 1024)
+        assert abs(entry["duration"] - 3.0) <= 0.1
+        for item in (entry, cover):
+            assert item["expired"] is False and item["url_expires_at"] and item["expires_at"]
+            described = json_of(http.get(f"/v1/files/{item['file_id']}"), 200)
+            assert (described["task_id"], described["purpose"]) == (done["id"], "output")
+        audio = decode(fetch(entry, tmp_path / entry["name"]))
         assert (audio.codec, audio.sample_rate, audio.samples.shape[0]) == ("mp3float", 44100, 2)
         assert abs(audio.seconds - 3.0) <= 0.1
         assert float(np.sqrt(np.mean(audio.samples**2))) > 0.03  # not silent
-        with Image.open(fetch(srv, done, files[track["image"]], tmp_path / track["image"])) as im:
+        with Image.open(fetch(cover, tmp_path / cover["name"])) as im:
             assert (im.format, im.size) == ("PNG", (1024, 1024))
     one, two = (tmp_path / "track-1.mp3").read_bytes(), (tmp_path / "track-2.mp3").read_bytes()
     assert one != two
@@ -94,16 +93,14 @@ def test_two_tracks_with_covers(srv: ServerProcess, http: httpx.Client, tmp_path
     assert done["progress"]["percent"] == 100.0
 
 
-def test_the_same_seed_gives_the_same_bytes_over_http(
-    srv: ServerProcess, http: httpx.Client, tmp_path: Path
-) -> None:
+def test_the_same_seed_gives_the_same_bytes_over_http(http: httpx.Client, tmp_path: Path) -> None:
     body = {"prompt": "lofi beats", "tags": "lofi chill", "duration": 2, "seed": 9}
     first, second = (submit(http, "music", input=body) for _ in range(2))
     paths = []
     for n, task in enumerate((first, second)):
         done = wait_status(http, task["id"], {"completed", "failed"}, timeout=60)
         assert done["status"] == "completed", done.get("error")
-        paths.append(fetch(srv, done, files_by_name(done)["track-1.mp3"], tmp_path / f"{n}.mp3"))
+        paths.append(fetch(done["output"][0]["audio"], tmp_path / f"{n}.mp3"))
     assert paths[0].read_bytes() == paths[1].read_bytes()
 
 

@@ -10,6 +10,7 @@ from taskgate.core.clock import MICROS, iso, now_us, parse_iso
 from taskgate.core.models import Account, ApiKey, Event, StoredFile, Task, WebhookEndpoint
 from taskgate.core.money import format_credits, parse_credits
 from taskgate.core.states import TaskStatus
+from taskgate.payloads import map_output_files
 from taskgate.services.billing import Balance
 from taskgate.services.deliveries import DeliveryView
 from taskgate.services.signing import Signer
@@ -76,14 +77,12 @@ _NO_USAGE: dict[str, Any] = {"lines": [], "credits": "0"}
 def output_list(
     output: list[dict[str, Any]] | None, base_url: str, now: int, signer: Signer | None
 ) -> list[dict[str, Any]]:
-    """A task's output; each file in it with ``expired`` and, while it lives, a fresh
-    signed ``url`` and ``url_expires_at`` (null without a signer)."""
+    """A task's output; each file in it (at the top level or held by a result, such
+    as a track's ``audio``) with ``expired`` and, while it lives, a fresh signed
+    ``url`` and ``url_expires_at`` (null without a signer)."""
     if not output:
         return []
-    return [
-        output_file_entry(item, base_url, now, signer) if "file_id" in item else item
-        for item in output
-    ]
+    return map_output_files(output, lambda item: output_file_entry(item, base_url, now, signer))
 
 
 def output_file_entry(

@@ -44,6 +44,7 @@ from taskgate.client import (
     TaskObject,
     WaitTimeoutError,
 )
+from taskgate.payloads import output_files
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -147,7 +148,7 @@ def download_outputs(client: Client, task: TaskObject, out_dir: Path) -> list[Pa
     """Save every output that is a file into ``out_dir``; the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
-    for item in task.output:
+    for item in output_files(task.output):
         file_id = item.get("file_id")
         if isinstance(file_id, str) and not item.get("expired"):
             saved.append(client.files.download(file_id, out_dir))

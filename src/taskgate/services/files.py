@@ -249,27 +249,41 @@ class FileService:
 
     # -- task inputs -----------------------------------------------------------------
 
-    async def resolve_inputs(self, account_id: str, refs: Mapping[str, str]) -> dict[str, str]:
+    async def resolve_inputs(
+        self,
+        account_id: str,
+        refs: Mapping[str, str],
+        kinds: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         """The file each input ref (``param`` → file id or URL) stands for, as
         ``{ref: file id}``. URLs are fetched and stored as input files. An unknown,
-        foreign or expired id, or a URL that cannot be fetched or is not an accepted
-        file, is a 422 naming the field."""
+        foreign or expired id, a URL that cannot be fetched or is not an accepted
+        file, or a file of another kind than ``kinds[param]`` (``image``…) requires,
+        is a 422 naming the field."""
+        kinds = kinds or {}
+        found_kinds: dict[str, str] = {}
         ids = {ref for ref in refs.values() if not _is_url(ref)}
         known = await self._db.read(lambda conn: repo.get_many(conn, account_id, ids))
         now = now_us()
         resolved: dict[str, str] = {}
         for param, ref in refs.items():
-            if ref in resolved:
-                continue
-            if not _is_url(ref):
-                found = known.get(ref)
-                if found is None or not has_prefix(ref, "file"):
-                    raise InvalidInput(f"{param}: no file {ref!r}.", param=param)
-                if found.expired(now):
-                    raise InvalidInput(f"{param}: the file {ref!r} has expired.", param=param)
-                resolved[ref] = ref
-                continue
-            resolved[ref] = (await self._fetch(account_id, ref, param)).id
+            if ref not in resolved:
+                if _is_url(ref):
+                    fetched = await self._fetch(account_id, ref, param)
+                    resolved[ref], found_kinds[ref] = fetched.id, fetched.kind
+                else:
+                    found = known.get(ref)
+                    if found is None or not has_prefix(ref, "file"):
+                        raise InvalidInput(f"{param}: no file {ref!r}.", param=param)
+                    if found.expired(now):
+                        raise InvalidInput(f"{param}: the file {ref!r} has expired.", param=param)
+                    resolved[ref], found_kinds[ref] = ref, found.kind
+            wanted = kinds.get(param)
+            if wanted is not None and found_kinds[ref] != wanted:
+                raise InvalidInput(
+                    f"{param}: must be {_article(wanted)} file, not {_article(found_kinds[ref])}.",
+                    param=param,
+                )
         return resolved
 
     def link_task_inputs(self, conn: Conn, task: Task, inputs: Mapping[str, str]) -> None:
@@ -378,6 +392,10 @@ def output_entry(record: StoredFile) -> dict[str, Any]:
             entry[name] = value
     entry["expires_at"] = iso(record.expires_at)
     return entry
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
 
 
 def _is_url(ref: str) -> bool:

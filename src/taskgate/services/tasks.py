@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ from taskgate.core.ids import new_id
 from taskgate.core.models import Task
 from taskgate.core.money import parse_credits
 from taskgate.core.states import TaskStatus
-from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit
+from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit, output_files
 from taskgate.services.channel import API, WORKER, LocalChannel
 from taskgate.services.files import FileService
 from taskgate.services.netguard import Resolver, check_url
@@ -36,7 +37,7 @@ from taskgate.store import retention
 from taskgate.store import tasks as repo
 from taskgate.store.db import Conn, Database
 from taskgate.workflows.registry import Registry
-from taskgate.workflows.sdk import file_refs
+from taskgate.workflows.sdk import file_kinds, file_refs, split_task_ref
 
 MAX_PAGE = 100
 _MILLI = Decimal("0.001")
@@ -196,7 +197,48 @@ class TaskService:
             )
             if existing is not None:
                 return {}
-        return await self._files.resolve_inputs(task.account_id, refs)
+        kinds = file_kinds(wf.input, task.input)
+        outputs = await self._earlier_outputs(task.account_id, refs, kinds)
+        resolved = await self._files.resolve_inputs(
+            task.account_id, {param: outputs.get(ref, ref) for param, ref in refs.items()}, kinds
+        )
+        resolved.update(outputs)
+        return resolved
+
+    async def _earlier_outputs(
+        self, account_id: str, refs: dict[str, str], kinds: dict[str, str]
+    ) -> dict[str, str]:
+        """The output file each :class:`TaskOutput` ref (``task_…#index``) names:
+        the index-th file of the field's kind in that completed task's output."""
+        found: dict[str, str] = {}
+        for param, ref in refs.items():
+            parts = split_task_ref(ref)
+            if parts is None or ref in found:
+                continue
+            task_id, index = parts
+            earlier = await self._db.read(partial(repo.get, task_id=task_id, account_id=account_id))
+            if earlier is None:
+                raise InvalidInput(f"{param}: no task {task_id!r}.", param=param)
+            if earlier.status is not TaskStatus.COMPLETED:
+                raise InvalidInput(
+                    f"{param}: the task {task_id!r} is {earlier.status.value}, not completed.",
+                    param=param,
+                )
+            kind = kinds.get(param)
+            files = [
+                str(item["file_id"])
+                for item in output_files(earlier.output or [])
+                if kind is None or item.get("type") == kind
+            ]
+            if index >= len(files):
+                what = f"{kind} files" if kind else "files"
+                raise InvalidInput(
+                    f"{param}: the task {task_id!r} has {len(files)} output {what}, "
+                    f"so no index {index}.",
+                    param=param,
+                )
+            found[ref] = files[index]
+        return found
 
     async def _check_callback(self, url: str | None) -> str | None:
         """A callback URL passes the SSRF guard (422 ``invalid_param`` otherwise)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from taskgate.core.clock import iso, now_us
 from taskgate.core.models import StoredFile, Task
 from taskgate.core.states import TaskStatus
+from taskgate.payloads import output_files
 from taskgate.store import files, queue
 from taskgate.store.db import Conn, Database
 from taskgate.store.queue import Finish, Lease
@@ -117,8 +118,8 @@ class WorkQueue:
             for record in records:
                 record.expires_at = expires_at
                 by_id[record.id] = record
-            for item in outcome.output or []:
-                if item.get("file_id") in by_id:
+            for item in output_files(outcome.output or []):
+                if item["file_id"] in by_id:
                     item["expires_at"] = iso(expires_at)
 
     def _changed(self) -> None:

@@ -131,6 +131,31 @@ def _file_item(name: str, path: Path, content_type: str) -> dict[str, Any]:
     return item
 
 
+def _place_files(
+    output: list[dict[str, Any]], files: dict[Path, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The output with each output file's path that a result holds replaced by the
+    file's entry; the files no result holds follow at the top level."""
+    placed: set[Path] = set()
+
+    def place(value: Any) -> Any:
+        if isinstance(value, Path):
+            if value not in files:
+                raise ValueError(f"a result holds the path {value}, which is not an output file")
+            if value in placed:
+                raise ValueError(f"a result holds the output file {value.name!r} twice")
+            placed.add(value)
+            return files[value]
+        if isinstance(value, dict):
+            return {key: place(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [place(item) for item in value]
+        return value
+
+    held = [place(item) for item in output]
+    return held + [item for path, item in files.items() if path not in placed]
+
+
 def run_assignment(
     registry: Registry, job: Assignment, channel: _PipeChannel, storage: Storage | None = None
 ) -> dict[str, Any]:
@@ -182,6 +207,7 @@ def run_assignment(
             # fails the run.
             price = wf.price_for(ctx.input, ctx._usage)
             destination = Path(job.output_dir)
+            files: dict[Path, dict[str, Any]] = {}
             for item in ctx._files:
                 if not item.path.exists():
                     raise FileNotFoundError(f"output file {item.name!r} was not written")
@@ -189,7 +215,8 @@ def run_assignment(
                 destination.mkdir(parents=True, exist_ok=True)
                 os.replace(item.path, destination / item.name)
                 described["path"] = str(destination / item.name)
-                output.append(described)
+                files[item.path] = described
+            output = _place_files(output, files)
             report = {
                 "status": "completed",
                 "output": output,

@@ -34,6 +34,7 @@ from taskgate.core.ids import new_id
 from taskgate.core.models import StoredFile, Task
 from taskgate.core.states import TaskStatus
 from taskgate.metrics import TASK_DURATION, TASKS_FINISHED
+from taskgate.payloads import map_output_files, output_files
 from taskgate.services.channel import API, WORKER, Listener, LocalChannel
 from taskgate.services.files import keep_output, output_entry
 from taskgate.services.retention import Retention
@@ -423,7 +424,7 @@ class WorkerRuntime:
         for index, finish in enumerate(finished):
             if finish.status is not TaskStatus.COMPLETED or not finish.output:
                 continue
-            if not any("path" in item for item in finish.output):
+            if not output_files(finish.output, key="path"):
                 continue
             task_id = finish.lease.task_id
             account_id = self._accounts.get(task_id, "")
@@ -448,15 +449,14 @@ class WorkerRuntime:
         self, account_id: str, task_id: str, output: list[dict[str, Any]]
     ) -> tuple[list[StoredFile], list[dict[str, Any]]]:
         records: list[StoredFile] = []
-        entries: list[dict[str, Any]] = []
+
+        def keep(item: dict[str, Any]) -> dict[str, Any]:
+            record = keep_output(self._storage, account_id, task_id, dict(item))
+            records.append(record)
+            return output_entry(record)
+
         try:
-            for item in output:
-                if "path" not in item:
-                    entries.append(item)
-                    continue
-                record = keep_output(self._storage, account_id, task_id, dict(item))
-                records.append(record)
-                entries.append(output_entry(record))
+            entries = map_output_files(output, keep, key="path")
         except Exception:
             for record in records:
                 self._storage.delete(record.key)

@@ -22,6 +22,17 @@ http(s) URL that taskgate fetches at submit. Inside the handler,
     def handler(ctx: Context[Input]) -> None:
         picture = Image.open(ctx.file(ctx.input.image))
 
+:data:`ImageRef` and :data:`AudioRef` take only that kind of file (another kind is
+a 422 at submit); ``Annotated[TaskOutput, FileKind("audio")]`` takes an output file
+of an earlier completed task (``{task_id, index}``). A result may hold a path that
+:meth:`Context.output_file` returned; the task's output shows that file's entry,
+with its id and a signed link, in its place::
+
+    def handler(ctx: Context[Input]) -> dict[str, Any]:
+        video = ctx.output_file("clip.mp4")
+        ...  # write the video
+        return {"type": "clip", "video": video}  # → "video": {"file_id", "url", …}
+
 Handlers run in a separate executor process. A handler that ignores cancellation
 is stopped anyway after the grace period; one that runs past its timeout is killed.
 """
@@ -39,7 +50,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Annotated, Any, Generic, Protocol, TypeVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 InputT = TypeVar("InputT", bound=BaseModel)
 
@@ -62,6 +73,14 @@ class _FileRefMarker:
 
 
 FILE_REF = _FileRefMarker()
+
+
+@dataclass(frozen=True, slots=True)
+class FileKind:
+    """Marks a file field that takes only one kind of file (``image``, ``audio``,
+    ``video``): another kind is refused at submit with a 422 naming the field."""
+
+    kind: str
 
 
 def _check_file_ref(value: str) -> str:
@@ -88,50 +107,135 @@ FileRef = Annotated[
 ]
 
 
+def _kind_ref(kind: str) -> Any:
+    return Annotated[
+        str,
+        AfterValidator(_check_file_ref),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "format": "file-ref",
+                "contentMediaType": f"{kind}/*",
+                "description": f"An uploaded {kind} file's id (file_…) or an http(s) URL of "
+                f"one to fetch.",
+            }
+        ),
+        FILE_REF,
+        FileKind(kind),
+    ]
+
+
+#: A :data:`FileRef` that takes only an image (PNG, JPEG, WebP, GIF).
+ImageRef = _kind_ref("image")
+#: A :data:`FileRef` that takes only audio (MP3, WAV, FLAC, Ogg, M4A).
+AudioRef = _kind_ref("audio")
+
+
+class TaskOutput(BaseModel):
+    """An input that takes an output file of an earlier completed task of the same
+    account: the ``index``-th file (from 0) of the kind the field asks for, such as
+    a ``music`` task's second track with ``Annotated[TaskOutput, FileKind("audio")]``
+    and index 1. Taskgate resolves it at submit (a 422 naming the field if there
+    is no such task or file); the handler reads it with ``ctx.file(value.ref)``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"format": "task-output"})
+
+    task_id: str = Field(pattern=r"^task_[0-9A-HJKMNP-TV-Z]{26}$", description="A task_… id.")
+    index: int = Field(default=0, ge=0, le=99, description="Which file of the kind, from 0.")
+
+    @property
+    def ref(self) -> str:
+        """The key of the file in :meth:`Context.file`."""
+        return f"{self.task_id}#{self.index}"
+
+
+def split_task_ref(ref: str) -> tuple[str, int] | None:
+    """``(task id, index)`` of a :class:`TaskOutput` ref, None for a file ref."""
+    task_id, sep, index = ref.partition("#")
+    if not sep or not task_id.startswith("task_") or not index.isdigit():
+        return None
+    return task_id, int(index)
+
+
 def file_refs(
     model: type[BaseModel], data: Mapping[str, Any], prefix: str = "input"
 ) -> dict[str, str]:
     """The :data:`FileRef` values in an input (as dumped to JSON), by their path
     (``input.images.0``)."""
     found: dict[str, str] = {}
+    _walk_model(model, data, prefix, found, {})
+    return found
+
+
+def file_kinds(
+    model: type[BaseModel], data: Mapping[str, Any], prefix: str = "input"
+) -> dict[str, str]:
+    """The kind of file each path of :func:`file_refs` requires (``image``…), for
+    the fields that require one (:data:`ImageRef`, :data:`AudioRef`)."""
+    kinds: dict[str, str] = {}
+    _walk_model(model, data, prefix, {}, kinds)
+    return kinds
+
+
+def _walk_model(
+    model: type[BaseModel],
+    data: Mapping[str, Any],
+    prefix: str,
+    found: dict[str, str],
+    kinds: dict[str, str],
+) -> None:
     for name, info in model.model_fields.items():
         if name in data:
-            _collect(info.annotation, tuple(info.metadata), data[name], f"{prefix}.{name}", found)
-    return found
+            _collect(
+                info.annotation, tuple(info.metadata), data[name], f"{prefix}.{name}", found, kinds
+            )
 
 
 def takes_files(model: type[BaseModel]) -> bool:
     """Whether an input model has a :data:`FileRef` field (at any depth)."""
-    return '"format": "file-ref"' in json.dumps(model.model_json_schema())
+    schema = json.dumps(model.model_json_schema())
+    return '"format": "file-ref"' in schema or '"format": "task-output"' in schema
 
 
 def _collect(
-    annotation: Any, metadata: tuple[Any, ...], value: Any, path: str, found: dict[str, str]
+    annotation: Any,
+    metadata: tuple[Any, ...],
+    value: Any,
+    path: str,
+    found: dict[str, str],
+    kinds: dict[str, str],
 ) -> None:
-    if FILE_REF in metadata:
+    if FILE_REF in metadata or (
+        isinstance(annotation, type) and issubclass(annotation, TaskOutput)
+    ):
+        if isinstance(value, dict) and isinstance(value.get("task_id"), str):
+            value = f"{value['task_id']}#{value.get('index', 0)}"
         if isinstance(value, str):
             found[path] = value
+            for mark in metadata:
+                if isinstance(mark, FileKind):
+                    kinds[path] = mark.kind
         return
     origin = get_origin(annotation)
     args = get_args(annotation)
     if origin is Annotated:
-        _collect(args[0], tuple(args[1:]), value, path, found)
+        _collect(args[0], tuple(args[1:]), value, path, found, kinds)
     elif origin in (Union, types.UnionType):
         for arg in args:
-            _collect(arg, (), value, path, found)
+            _collect(arg, (), value, path, found, kinds)
     elif origin in (list, tuple, set, frozenset) and isinstance(value, list):
         for index, item in enumerate(value):
             item_type = args[0] if args else Any
-            _collect(item_type, (), item, f"{path}.{index}", found)
+            _collect(item_type, (), item, f"{path}.{index}", found, kinds)
     elif origin is dict and isinstance(value, dict) and len(args) == 2:
         for key, item in value.items():
-            _collect(args[1], (), item, f"{path}.{key}", found)
+            _collect(args[1], (), item, f"{path}.{key}", found, kinds)
     elif (
         isinstance(annotation, type)
         and issubclass(annotation, BaseModel)
         and isinstance(value, dict)
     ):
-        found.update(file_refs(annotation, value, path))
+        _walk_model(annotation, value, path, found, kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +490,11 @@ class Context(Generic[InputT]):
         return self._work_dir
 
     def output_file(self, name: str, content_type: str | None = None) -> Path:
-        """A path to write an output file to; the file becomes part of the output."""
+        """A path to write an output file to; the file becomes part of the output.
+
+        A result may hold the path returned here (``{"audio": path}``): the task's
+        output then shows the file's entry there (``{type, file_id, url, …}``)
+        instead of listing it on its own."""
         safe = Path(name).name
         if not safe or safe in {".", ".."}:
             raise ValueError(f"not a file name: {name!r}")
@@ -397,12 +505,15 @@ class Context(Generic[InputT]):
 
 
 __all__ = [
+    "AudioRef",
     "Cancelled",
     "Channel",
     "Charge",
     "Context",
     "Estimate",
+    "FileKind",
     "FileRef",
+    "ImageRef",
     "OutputFile",
     "Price",
     "Pricing",
@@ -410,9 +521,12 @@ __all__ = [
     "Rates",
     "Result",
     "RetryableError",
+    "TaskOutput",
     "Workflow",
     "WorkflowError",
+    "file_kinds",
     "file_refs",
+    "split_task_ref",
     "takes_files",
     "workflow",
 ]

@@ -1,6 +1,8 @@
 """The workflows taskgate ships."""
 
 from taskgate.workflows.builtin.music import music
+from taskgate.workflows.builtin.music_video import music_video
+from taskgate.workflows.builtin.slideshow import slideshow
 from taskgate.workflows.builtin.wait import wait
 
-__all__ = ["music", "wait"]
+__all__ = ["music", "music_video", "slideshow", "wait"]

@@ -105,9 +105,10 @@ def _estimate(value: MusicInput) -> Estimate:
 
 
 def track_result(
-    score: Score, *, title: str, prompt: str, tags: list[str], audio: str, image: str
+    score: Score, *, title: str, prompt: str, tags: list[str], audio: Path, image: Path
 ) -> dict[str, Any]:
-    """One track's entry in the task's output: what it is, and its files by name."""
+    """One track's entry in the task's output: what it is, and its files (the output
+    shows each file's entry, with its id and a signed link, in their place)."""
     return {
         "type": "track",
         "audio": audio,
@@ -180,13 +181,13 @@ def music(ctx: Context[MusicInput]) -> list[dict[str, Any]]:
             part = _COMPOSING + (_RENDERING - _COMPOSING) * samples / score.samples
             ctx.progress(done + share * part / 100, "rendering", f"{samples} samples")
 
-        audio = f"track-{number}.mp3"
-        render_mp3(score, ctx.output_file(audio, "audio/mpeg"), title=title, on_block=rendered)
+        audio = ctx.output_file(f"track-{number}.mp3", "audio/mpeg")
+        render_mp3(score, audio, title=title, on_block=rendered)
         ctx.progress(done + share * _RENDERING / 100, "encoding", "cover art")
-        image = f"cover-{number}.png"
+        image = ctx.output_file(f"cover-{number}.png", "image/png")
         cover = draw_cover(seed, words, minor=score.mode == "minor", brightness=style.brightness)
         ctx.check_cancelled()
-        save_png(cover, ctx.output_file(image, "image/png"))
+        save_png(cover, image)
         ctx.usage(audio_seconds=score.seconds)
         results.append(
             track_result(

@@ -1,0 +1,224 @@
+"""``slideshow``: images → an MP4 with Ken Burns motion, transitions, captions and
+music, plus a thumbnail.
+
+The video is exactly images × seconds_per_image long (transitions overlap the end
+of each slot). Frames are rendered a few ahead on two threads and streamed into the
+encoder one by one, with the soundtrack (an uploaded file, or music composed in
+the same process) cut or looped to the video's length and faded out. Progress
+follows the frames; a cancel request is seen within a frame and leaves no file.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from typing import Annotated, Any
+
+import av
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from taskgate.workflows.builtin.media.compose import compose
+from taskgate.workflows.builtin.media.pipeline import make_video
+from taskgate.workflows.builtin.media.slides import Layout, Slides, Transition, transition_frames
+from taskgate.workflows.builtin.media.soundtrack import SAMPLE_RATE, Decoded, Fitted, Synthesised
+from taskgate.workflows.builtin.media.style import style_for
+from taskgate.workflows.builtin.media.synth import Renderer
+from taskgate.workflows.builtin.media.video import (
+    FPS,
+    Aspect,
+    Resolution,
+    frame_size,
+)
+from taskgate.workflows.builtin.music import MAX_SECONDS, MIN_SECONDS, MusicInput
+from taskgate.workflows.sdk import (
+    AudioRef,
+    Context,
+    Estimate,
+    ImageRef,
+    Rate,
+    Rates,
+    WorkflowError,
+    workflow,
+)
+
+MAX_IMAGES = 50
+MAX_CAPTION_CHARS = 200
+VIDEO_CREDITS_PER_SECOND = Decimal("0.01")
+IMAGE_CREDITS = Decimal("0.01")
+#: Composed music costs what the ``music`` workflow charges for it.
+AUDIO_CREDITS_PER_SECOND = Decimal("0.02")
+#: Seconds of work per second of video, for the estimate (measured on 2 cores,
+#: with margin).
+WORK_PER_SECOND: dict[str, float] = {"360p": 0.06, "720p": 0.3, "1080p": 0.7}
+_PREPARED, _RENDERED = 2.0, 98.0  # percent done after each stage
+
+
+class SlideshowMusic(BaseModel):
+    """Either an audio file, or music to compose (a ``music`` workflow input)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: AudioRef | None = Field(
+        default=None, description="An uploaded audio file (file_…) or an http(s) URL of one."
+    )
+    generate: MusicInput | None = Field(
+        default=None,
+        description="Compose music as the music workflow does; its duration follows the video.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> SlideshowMusic:
+        if (self.file_id is None) == (self.generate is None):
+            raise ValueError("give either file_id or generate")
+        return self
+
+
+class SlideshowInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[ImageRef] = Field(
+        min_length=1,
+        max_length=MAX_IMAGES,
+        description="The images, in order: uploaded image files (file_…) or http(s) URLs.",
+    )
+    seconds_per_image: int = Field(
+        default=3, ge=1, le=20, description="Seconds each image is shown (whole seconds)."
+    )
+    transition: Transition = Field(
+        default="crossfade", description="How one image gives way to the next."
+    )
+    ken_burns: bool = Field(default=True, description="Slow zoom and pan over each image.")
+    aspect: Aspect = "16:9"
+    resolution: Resolution = Field(default="720p", description="The short side of the frame.")
+    music: SlideshowMusic | None = Field(
+        default=None, description="A soundtrack, cut or looped to the video and faded out."
+    )
+    captions: list[Annotated[str, Field(max_length=MAX_CAPTION_CHARS)] | None] | None = Field(
+        default=None,
+        max_length=MAX_IMAGES,
+        description="A caption per image (null or empty for none), at the bottom.",
+    )
+
+    @field_validator("captions")
+    @classmethod
+    def _captions(cls, value: list[str | None] | None, info: ValidationInfo) -> Any:
+        images = info.data.get("images")
+        if value is not None and images is not None and len(value) > len(images):
+            raise ValueError("at most one caption per image")
+        return value
+
+    @property
+    def seconds(self) -> int:
+        return len(self.images) * self.seconds_per_image
+
+
+def _music_seconds(value: SlideshowInput) -> float:
+    """Seconds of music composed for the video (looped when the video is longer)."""
+    return min(MAX_SECONDS, max(MIN_SECONDS, float(value.seconds)))
+
+
+def _estimate(value: SlideshowInput) -> Estimate:
+    credits = VIDEO_CREDITS_PER_SECOND * value.seconds + IMAGE_CREDITS * len(value.images)
+    work = 1.0 + WORK_PER_SECOND[value.resolution] * value.seconds
+    if value.music is not None and value.music.generate is not None:
+        credits += AUDIO_CREDITS_PER_SECOND * Decimal(str(_music_seconds(value)))
+        work += 0.1 * _music_seconds(value)
+    return Estimate(credits=credits, seconds=work)
+
+
+def soundtrack_for(ctx: Context[SlideshowInput], total: int) -> Fitted | None:
+    """The video's audio, ``total`` samples of it (None: a silent video)."""
+    music = ctx.input.music
+    if music is None:
+        return None
+    if music.file_id is not None:
+        path = ctx.file(music.file_id)
+        try:
+            return Fitted(lambda: Decoded(path), total)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise WorkflowError(
+                f"input.music.file_id: the audio could not be decoded: {exc}", code="invalid_input"
+            ) from exc
+    spec = music.generate
+    assert spec is not None
+    ctx.progress(0, "composing", "music")
+    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
+    score = compose(
+        style_for(spec.prompt, spec.tags),
+        seed=seed,
+        seconds=_music_seconds(ctx.input),
+        instrumental=spec.instrumental,
+        words=(spec.prompt, *spec.tags),
+    )
+    ctx.usage(audio_seconds=score.seconds)
+    return Fitted(lambda: Synthesised(Renderer(score)), total)
+
+
+@workflow(
+    "slideshow",
+    input=SlideshowInput,
+    estimate=_estimate,
+    price=Rates(
+        video_seconds=Rate("second", VIDEO_CREDITS_PER_SECOND),
+        image_count=Rate("image", IMAGE_CREDITS),
+        audio_seconds=Rate("second", AUDIO_CREDITS_PER_SECOND),
+    ),
+    title="Slideshow",
+    description=(
+        "Turns 1–50 images into an MP4 (H.264 + AAC) with Ken Burns motion, crossfade or "
+        "slide transitions, captions and music, plus a JPEG thumbnail."
+    ),
+    timeout=3600,
+)
+def slideshow(ctx: Context[SlideshowInput]) -> dict[str, Any]:
+    value = ctx.input
+    width, height = frame_size(value.aspect, value.resolution)
+    per_slide = value.seconds_per_image * FPS
+    layout = Layout(
+        width=width,
+        height=height,
+        frames_per_slide=per_slide,
+        count=len(value.images),
+        transition=value.transition,
+        transition_frames=transition_frames(value.seconds_per_image, FPS, value.transition),
+        ken_burns=value.ken_burns,
+    )
+    slides = Slides([ctx.file(ref) for ref in value.images], layout, value.captions)
+    audio = soundtrack_for(ctx, value.seconds * SAMPLE_RATE)
+    ctx.check_cancelled()
+    ctx.progress(_PREPARED, "rendering", f"0 of {layout.total_frames} frames")
+
+    video_path = ctx.output_file("slideshow.mp4", "video/mp4")
+    thumbnail_path = ctx.output_file("thumbnail.jpg", "image/jpeg")
+    total = layout.total_frames
+
+    def after_frame(done: int) -> None:
+        ctx.check_cancelled()
+        percent = _PREPARED + (_RENDERED - _PREPARED) * done / total
+        ctx.progress(percent, "rendering", f"{done} of {total} frames")
+
+    make_video(
+        video_path,
+        thumbnail_path,
+        width=width,
+        height=height,
+        frames=total,
+        render=slides.frame,
+        audio=audio,
+        thumbnail_at=per_slide // 2,
+        after_frame=after_frame,
+    )
+    seconds = total / FPS
+    ctx.usage(video_seconds=seconds, image_count=len(value.images))
+    ctx.progress(100, "storing", "done")
+    return {
+        "type": "slideshow",
+        "video": video_path,
+        "thumbnail": thumbnail_path,
+        "duration": seconds,
+        "width": width,
+        "height": height,
+        "fps": FPS,
+        "images": len(value.images),
+        "audio": audio is not None,
+    }
