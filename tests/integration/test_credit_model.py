@@ -2,10 +2,11 @@
 
 A hypothesis state machine submits, claims, completes, fails, retries and cancels
 tasks of several accounts, loses workers, and grants credits, all through the real
-services and store on a SQLite file. A plain-Python model predicts every account's
-available, reserved and charged credits and every task's charge and refund; after
-each step the database must agree with it, ``taskgate doctor``'s check must find
-nothing, and every terminal task must hold reserved = charged + refunded.
+services and store on a SQLite file (and on PostgreSQL). A plain-Python model
+predicts every account's available, reserved and charged credits and every task's
+charge and refund; after each step the database must agree with it, ``taskgate
+doctor``'s check must find nothing, and every terminal task must hold reserved =
+charged + refunded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from sqlalchemy import select
 
 from taskgate.composition import Services, build
@@ -35,6 +42,7 @@ from taskgate.store import ledger, migrate, queue
 from taskgate.store.queue import Finish, Lease
 from taskgate.store.tables import accounts, tasks
 from tests.conftest import fast_settings
+from tests.databases import PostgresServer
 
 ACCOUNTS = ("ann", "bob", "cyd")
 LEASE_US = 60 * 1_000_000
@@ -66,10 +74,14 @@ class ModelTask:
 
 
 class CreditMachine(RuleBasedStateMachine):
+    #: Where each run gets a fresh PostgreSQL database; None: a SQLite file.
+    postgres: PostgresServer | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="taskgate-credits-"))
-        self.services: Services = build(fast_settings(self.dir / "data"))
+        self.url = self.postgres.create() if self.postgres is not None else None
+        self.services: Services = build(fast_settings(self.dir / "data", database_url=self.url))
         migrate.upgrade(self.services.db)
         self.accounts: dict[str, ModelAccount] = {}
         self.tasks: dict[str, ModelTask] = {}
@@ -77,6 +89,8 @@ class CreditMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.services.close()
+        if self.postgres is not None and self.url is not None:
+            self.postgres.drop(self.url)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------
@@ -275,3 +289,23 @@ CreditMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_credits_hold_under_random_interleavings = CreditMachine.TestCase
+
+
+def test_credits_hold_under_random_interleavings_on_postgresql(
+    postgres_server: PostgresServer,
+) -> None:
+    """The same machine on PostgreSQL, each run on a database of its own (fewer
+    runs: a database and PostgreSQL's commits cost more than a SQLite file's)."""
+
+    class OnPostgres(CreditMachine):
+        postgres = postgres_server
+
+    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+        OnPostgres,
+        settings=settings(
+            max_examples=8,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -18,20 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-import orjson
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from taskgate.core.errors import Unavailable
-from taskgate.store import sqlite
+from taskgate.store import postgres, sqlite
 
 T = TypeVar("T")
 
 #: The connection type repositories take; services name it without importing SQLAlchemy.
 Conn = Connection
-
-
-_JSON = {"json_serializer": sqlite.json_dumps, "json_deserializer": orjson.loads}
 
 
 class Database:
@@ -46,16 +42,19 @@ class Database:
             self.read_engine = sqlite.engine(url, immediate=False, pool_size=pool_size)
             self.write_engine = sqlite.engine(url, immediate=True, pool_size=1)
         else:
-            engine = create_engine(
-                url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, **_JSON
-            )
+            # One pool of ``pool_size`` connections for the process: the writer
+            # thread and the reader threads, one fewer of them so that the writer
+            # finds a connection free.
+            engine = postgres.engine(url, pool_size=pool_size)
             self.read_engine = engine
             self.write_engine = engine
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskgate-writer")
         self._readers: ThreadPoolExecutor | None = (
             None
             if self.is_sqlite
-            else ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="taskgate-reader")
+            else ThreadPoolExecutor(
+                max_workers=max(1, pool_size - 1), thread_name_prefix="taskgate-reader"
+            )
         )
         self._closed = threading.Event()
         self._kept: Connection | None = None

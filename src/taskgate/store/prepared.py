@@ -27,7 +27,16 @@ _MISSING = object()
 
 
 class _Plan:
-    __slots__ = ("binds", "names", "plain", "positional", "processed", "sql")
+    __slots__ = (
+        "_columns",
+        "_dialect",
+        "binds",
+        "names",
+        "plain",
+        "positional",
+        "processed",
+        "sql",
+    )
 
     def __init__(self, stmt: Any, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -47,12 +56,24 @@ class _Plan:
             columns = list(getattr(stmt, "_returning", ()) or [])
             columns = [c for entry in columns for c in getattr(entry, "columns", [entry])]
         self.names = [str(column.key) for column in columns]
+        self._dialect = dialect
+        self._columns = columns
+        # Columns read as they come, and those a processor turns into values (JSON);
+        # known once the driver has said what types it returns (the first result).
+        self.plain: list[int] | None = None
+        self.processed: list[tuple[int, Callable[[Any], Any]]] = []
+
+    def learn_types(self, description: Sequence[Any] | None) -> None:
+        """Choose the result processors by the types the driver reported (SQLite's
+        driver reports none; PostgreSQL's, each column's type oid)."""
+        dialect = self._dialect
+        codes = [d[1] for d in description or ()] or [None] * len(self._columns)
         processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+            column.type.dialect_impl(dialect).result_processor(dialect, code)
+            for column, code in zip(self._columns, codes, strict=True)
         ]
-        # Columns read as they come, and those a processor turns into values (JSON).
-        self.plain = [i for i, p in enumerate(processors) if p is None]
         self.processed = [(i, p) for i, p in enumerate(processors) if p is not None]
+        self.plain = [i for i, p in enumerate(processors) if p is None]
 
     def args(self, params: dict[str, Any]) -> Any:
         values = []
@@ -69,7 +90,7 @@ class _Plan:
 
     def row(self, values: Sequence[Any]) -> dict[str, Any]:
         names = self.names
-        row = {names[i]: values[i] for i in self.plain}
+        row = {names[i]: values[i] for i in self.plain or ()}
         for i, processor in self.processed:
             value = values[i]
             row[names[i]] = processor(value) if value is not None else None
@@ -109,6 +130,8 @@ class Prepared:
         plan = self._plan(conn.dialect)
         with self._cursor(conn, plan) as cursor:
             cursor.execute(plan.sql, plan.args(params))
+            if plan.plain is None:
+                plan.learn_types(cursor.description)
             return [plan.row(values) for values in cursor.fetchall()]
 
     def first(self, conn: Connection, **params: Any) -> dict[str, Any] | None:

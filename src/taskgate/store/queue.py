@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Boolean, Connection, bindparam, case, func, s
 
 from taskgate.core.models import Task
 from taskgate.core.states import TERMINAL_EVENT, EventType, TaskStatus
-from taskgate.store import events, ledger
+from taskgate.store import events, ledger, pgclaim
 from taskgate.store.prepared import Prepared
 from taskgate.store.tables import accounts, tasks
 
@@ -118,27 +118,31 @@ def claim(
     its concurrency limit and in priority then age order within it.
 
     Race-free on SQLite because the caller's transaction holds the write lock
-    (``BEGIN IMMEDIATE``) from before the first read.
+    (``BEGIN IMMEDIATE``) from before the first read; on PostgreSQL because the
+    claim locks the rows of the accounts it admits tasks of (``pgclaim``).
     """
     claimed: list[Task] = []
+    on_sqlite = conn.dialect.name == "sqlite"
     for queue in queues:
         while len(claimed) < limit:
-            quota = _quota(conn, queue=queue, limit=limit - len(claimed), now=now)
-            if not quota:
-                break
-            batch: list[Task] = []
-            for account_id, count in quota.items():
-                rows = _CLAIM["start"].all(
+            if on_sqlite:
+                batch = _start_sqlite(
                     conn,
-                    account_id=account_id,
                     queue=queue,
-                    limit=count,
+                    limit=limit - len(claimed),
                     claimer=worker_id,
-                    lease_expires_at=now + lease_us,
                     now=now,
+                    lease_us=lease_us,
                 )
-                started = sorted(map(Task.from_mapping, rows), key=lambda t: (-t.priority, t.id))
-                batch.extend(started)
+            else:
+                batch = pgclaim.start(
+                    conn,
+                    queue=queue,
+                    limit=limit - len(claimed),
+                    claimer=worker_id,
+                    now=now,
+                    lease_expires_at=now + lease_us,
+                )
             if not batch:
                 break
             # Accounts served in this batch move to the back of the round, in the
@@ -154,6 +158,26 @@ def claim(
             events.append(conn, batch, EventType.STARTED, now)
             claimed.extend(batch)
     return claimed
+
+
+def _start_sqlite(
+    conn: Connection, *, queue: str, limit: int, claimer: str, now: int, lease_us: int
+) -> list[Task]:
+    """Start the tasks :func:`_quota` deals out, account by account."""
+    batch: list[Task] = []
+    for account_id, count in _quota(conn, queue=queue, limit=limit, now=now).items():
+        rows = _CLAIM["start"].all(
+            conn,
+            account_id=account_id,
+            queue=queue,
+            limit=count,
+            claimer=claimer,
+            lease_expires_at=now + lease_us,
+            now=now,
+        )
+        started = sorted(map(Task.from_mapping, rows), key=lambda t: (-t.priority, t.id))
+        batch.extend(started)
+    return batch
 
 
 def _quota(conn: Connection, *, queue: str, limit: int, now: int) -> dict[str, int]:
@@ -176,7 +200,10 @@ def _quota(conn: Connection, *, queue: str, limit: int, now: int) -> dict[str, i
 
 
 def _leave_running(conn: Connection, changed: Iterable[Task]) -> None:
-    for account_id, count in Counter(t.account_id for t in changed).items():
+    # In account order: two transactions that end tasks of the same accounts lock
+    # the accounts' rows in the same order, and so never wait for each other in a
+    # circle (PostgreSQL).
+    for account_id, count in sorted(Counter(t.account_id for t in changed).items()):
         _CLAIM["leave"].execute(conn, account_id=account_id, count=count)
 
 
@@ -398,7 +425,11 @@ def recover_expired(conn: Connection, now: int, backoff_us: int, batch: int = 50
         for row in conn.execute(
             select(tasks)
             .where(tasks.c.status == TaskStatus.RUNNING, tasks.c.lease_expires_at < now)
+            .order_by(tasks.c.id)
             .limit(batch)
+            # PostgreSQL: a row a worker is finishing right now is left to it (the
+            # fence would refuse this change anyway) rather than waited for.
+            .with_for_update(skip_locked=True)
         ).mappings()
     ]
     changed: list[Finish] = []

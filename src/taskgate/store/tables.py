@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
     String,
     Table,
     Text,
@@ -154,9 +155,23 @@ events = Table(
     Column("created_at", BigInteger, nullable=False),
     # The task's row as it stood after the change.
     Column("data", JSON, nullable=False),
+    # The event's place in the outbox on PostgreSQL (see ``store/events.py``); NULL
+    # on SQLite, where the rowid is the place.
+    Column("position", BigInteger, nullable=True),
     Index("ux_events_task_seq", "task_id", "seq", unique=True),
     Index("ix_events_account", "account_id", "id"),
+    Index(
+        "ux_events_position",
+        "position",
+        unique=True,
+        sqlite_where=text("position IS NOT NULL"),
+        postgresql_where=text("position IS NOT NULL"),
+    ),
 )
+
+# Keeps apart the outbox positions of one transaction's events (PostgreSQL only;
+# see ``store/events.py``).
+events_position_seq = Sequence("events_position_seq", metadata=metadata)
 
 ledger = Table(
     "ledger",

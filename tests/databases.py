@@ -1,0 +1,91 @@
+"""Fresh PostgreSQL databases for tests.
+
+The server is ``TASKGATE_TEST_DATABASE_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``; the URL's database is only used
+to create and drop others). One template database is migrated per test session;
+each test gets its own copy (``CREATE DATABASE … TEMPLATE``), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from taskgate.store import migrate
+from taskgate.store.db import Database
+from taskgate.store.postgres import normalise_url
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def server_url() -> str:
+    return os.environ.get("TASKGATE_TEST_DATABASE_URL") or DEFAULT_URL
+
+
+class Unreachable(Exception):
+    """The test server does not answer."""
+
+
+class PostgresServer:
+    """Creates and drops databases on the test server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(normalise_url(url))
+        self._admin: Engine = create_engine(
+            self.url,
+            isolation_level="AUTOCOMMIT",
+            poolclass=NullPool,
+            connect_args={"connect_timeout": 5},
+        )
+        try:
+            with self._admin.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            self._admin.dispose()
+            raise Unreachable(f"PostgreSQL at {self.url.render_as_string()}: {exc}") from exc
+        self._tag = uuid.uuid4().hex[:10]
+        self.template: str | None = None
+
+    def url_of(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def _new_name(self, kind: str) -> str:
+        return f"taskgate_{kind}_{self._tag}_{uuid.uuid4().hex[:8]}"
+
+    def create(self, *, migrated: bool = True) -> str:
+        """A new database (a copy of the migrated template, or empty); its URL."""
+        name = self._new_name("test")
+        with self._admin.connect() as conn:
+            if migrated:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{self._template()}"')
+            else:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        return self.url_of(name)
+
+    def _template(self) -> str:
+        if self.template is None:
+            name = self._new_name("template")
+            with self._admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            db = Database(self.url_of(name), pool_size=1)
+            try:
+                migrate.upgrade(db)
+            finally:
+                db.close()
+            self.template = name
+        return self.template
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        if self.template is not None:
+            self.drop(self.url_of(self.template))
+        self._admin.dispose()
