@@ -300,7 +300,7 @@ def test_credits_hold_under_random_interleavings_on_postgresql(
     class OnPostgres(CreditMachine):
         postgres = postgres_server
 
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(  # type: ignore[no-untyped-call, unused-ignore]
         OnPostgres,
         settings=settings(
             max_examples=8,
