@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -36,6 +37,8 @@ _BACKLOG_LIMIT = 10_000
 # Events a subscriber may fall behind by before it is dropped (it reconnects and
 # resumes from its last event id).
 _QUEUE_LIMIT = 10_000
+# How often at most a woken stream makes the hub read the outbox again.
+_CATCH_UP_SECONDS = 0.01
 
 
 @dataclass(eq=False)
@@ -50,6 +53,8 @@ class Subscription:
 
     task_id: str | None
     account_id: str | None
+    #: Run after a wake-up, before the items are taken (the hub's catch-up).
+    before_take: Callable[[], Awaitable[None]] | None = None
     items: deque[tuple[int, Event] | None] = field(default_factory=deque)
     waiter: asyncio.Future[None] | None = None
     overflowed: bool = False
@@ -76,6 +81,8 @@ class Subscription:
                 await self.waiter
             finally:
                 self.waiter = None
+            if self.before_take is not None:
+                await self.before_take()
         taken: list[tuple[int, Event]] = []
         while self.items and len(taken) < _BATCH:
             item = self.items.popleft()
@@ -103,6 +110,9 @@ class EventHub:
         self._by_account: dict[str, set[Subscription]] = {}
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._reading = False
+        self._again = False
+        self._last_read = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -138,7 +148,35 @@ class EventHub:
             except Exception:
                 log.exception("event hub: reading the outbox failed")
 
+    async def catch_up(self) -> None:
+        """Read the outbox now, unless it was read in the last ``_CATCH_UP_SECONDS``.
+
+        Streams call this when an event wakes them, before they write. Handing an
+        event to thousands of streams takes a while; events committed meanwhile (a
+        fast task's ``task.completed`` right after its ``task.started``) then reach
+        the streams still waiting to run, which send both in one write instead of
+        starting a second round after the first.
+        """
+        if self._reading or time.monotonic() - self._last_read < _CATCH_UP_SECONDS:
+            return
+        await self._read()
+
     async def _read(self) -> None:
+        if self._reading:
+            # A read is under way (awaiting the database): it reads once more after.
+            self._again = True
+            return
+        self._reading = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._last_read = time.monotonic()
+                await self._read_all()
+        finally:
+            self._reading = False
+
+    async def _read_all(self) -> None:
         while self._position is not None:
             after = self._position
             found = await self._db.read(partial(repo.tail, after=after, limit=_BATCH))
@@ -196,7 +234,7 @@ class EventHub:
         ``after_seq`` None: start from the task's current state (the snapshot);
         a number: the events after that sequence number (a resumed stream).
         """
-        sub = await self._subscribe(Subscription(task_id, None))
+        sub = await self._subscribe(Subscription(task_id, None, self.catch_up))
         try:
 
             def read(conn: Conn) -> TaskStart:
@@ -257,7 +295,7 @@ class EventHub:
     ) -> AsyncIterator[AsyncIterator[list[Event]]]:
         """Every event of an account after ``after_event_id`` (or from now), in
         commit order, in lists of those waiting at once; never ends by itself."""
-        sub = await self._subscribe(Subscription(None, account_id))
+        sub = await self._subscribe(Subscription(None, account_id, self.catch_up))
         try:
             backlog: list[tuple[int, Event]] = []
             if after_event_id is not None:
