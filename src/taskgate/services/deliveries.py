@@ -187,6 +187,10 @@ class Deliverer:
         # A take outlives the longest attempt.
         self._lease_us = round((timeout + 10.0) * MICROS)
         self._render: Render | None = None
+        # Events up to here were read and gave no delivery. The stored cursor moves
+        # only with the deliveries it covers: most events (every submit's
+        # task.created) concern no endpoint, and need no write of their own.
+        self._scanned = 0
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         # Attempts in flight, and the delivery each one is for.
@@ -301,7 +305,7 @@ class Deliverer:
             position = repo.cursor(conn, CURSOR)
             if position is None:
                 return None, [], {}
-            batch = outbox.tail(conn, position, _FAN_OUT_BATCH)
+            batch = outbox.tail(conn, max(position, self._scanned), _FAN_OUT_BATCH)
             return position, batch, repo.enabled_endpoints(conn, {e.account_id for _, e in batch})
 
         position, batch, endpoints = await self._db.read(read)
@@ -335,6 +339,10 @@ class Deliverer:
                     )
                 )
         last = batch[-1][0]
+        if not rows:
+            # Read again after a restart, these give nothing again.
+            self._scanned = last
+            return len(batch) == _FAN_OUT_BATCH
         secrets = {account_id: new_secret() for account_id in callback_accounts}
 
         def write(conn: Conn) -> bool:
@@ -344,8 +352,9 @@ class Deliverer:
             repo.ensure_callback_secrets(conn, secrets)
             return True
 
-        await self._db.write(write)
-        return len(batch) == _FAN_OUT_BATCH or bool(rows)
+        if await self._db.write(write):
+            self._scanned = last
+        return True
 
     @staticmethod
     def _start_cursor(conn: Conn) -> None:
