@@ -68,14 +68,14 @@ def measure_dispatch(
         if response.status_code != 201:
             raise RuntimeError(f"submit failed: {response.status_code} {response.text}")
         task_id = response.json()["id"]
-        stamp = _handler_time(probe, task_id)
+        stamp = handler_time(probe, task_id)
         if i >= warmup:
             latencies.append((stamp - sent) * 1000)
             posts.append((returned - sent) * 1000)
     return DispatchResult(latencies, posts)
 
 
-def _handler_time(probe: Probe, task_id: str) -> float:
+def handler_time(probe: Probe, task_id: str, timeout: float = 30) -> float:
     found: list[tuple[str, Any]] = []
 
     def done() -> bool:
@@ -85,7 +85,7 @@ def _handler_time(probe: Probe, task_id: str) -> float:
         found.append(state)
         return True
 
-    wait_for(done, timeout=30, interval=0.002, what=f"task {task_id} to finish")
+    wait_for(done, timeout=timeout, interval=0.002, what=f"task {task_id} to finish")
     status, output = found[0]
     if status != "completed":
         raise RuntimeError(f"task {task_id} ended {status}")

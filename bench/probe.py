@@ -1,5 +1,5 @@
 """Read-only looks at a data dir's database from the bench process (SQLite WAL readers
-never wait for the server's or the worker's writes)."""
+never wait for the server's or the worker's writes), or at a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from taskgate.store.tables import events, tasks
 
 
 class Probe:
-    def __init__(self, data_dir: Path) -> None:
-        url = Settings(data_dir=data_dir, database_url=None).resolved_database_url
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+        url = Settings(data_dir=data_dir, database_url=database_url).resolved_database_url
         self.db = Database(url, pool_size=1)
 
     def close(self) -> None:

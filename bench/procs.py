@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from pgserver import BENCH_SECRET_KEY
+
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 
@@ -24,11 +26,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def taskgate_env(data_dir: Path, **extra: str) -> dict[str, str]:
+def taskgate_env(
+    data_dir: Path, *, database_url: str | None = None, **extra: str
+) -> dict[str, str]:
     """The environment of a taskgate process under benchmark.
 
     No ``TASKGATE_…`` variable of the caller leaks in; rate limits are off, logging
-    is quiet and the bench workflows are importable.
+    is quiet and the bench workflows are importable. With ``database_url`` (a
+    PostgreSQL database) the process uses it, with the bench's shared secret key.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -44,15 +49,18 @@ def taskgate_env(data_dir: Path, **extra: str) -> dict[str, str]:
             ),
         }
     )
+    if database_url is not None:
+        env["TASKGATE_DATABASE_URL"] = database_url
+        env["TASKGATE_SECRET_KEY"] = BENCH_SECRET_KEY
     env.update(extra)
     return env
 
 
-def taskgate_cli(data_dir: Path, *args: str) -> str:
+def taskgate_cli(data_dir: Path, *args: str, database_url: str | None = None) -> str:
     """Run ``taskgate ARGS`` to completion and return its standard output."""
     result = subprocess.run(
         [sys.executable, "-m", "taskgate", *args],
-        env=taskgate_env(data_dir),
+        env=taskgate_env(data_dir, database_url=database_url),
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,6 +10,11 @@ submit    ``POST /v1/tasks`` with wrk on ``taskgate serve --no-workers``, each t
           reserving credits; submit_free the same with tasks that cost nothing
           (no reservation), for the cost of the reservation
 drain     N tasks queued beforehand, then ``taskgate worker --workers W``
+big_table (PostgreSQL only) poll, dispatch and submit with a million tasks in the
+          table, against the same with a nearly empty one (``bigtable.py``)
+
+``--database postgresql`` runs every phase on PostgreSQL: each server phase gets
+its own fresh database on ``TASKGATE_BENCH_DATABASE_URL``, dropped at the end.
 
 The run is INVALID (exit status 2) when the ceiling is below ``--min-ceiling``: the
 machine was too busy for the other figures to mean anything. A phase that fails is
@@ -37,8 +42,10 @@ from typing import Any
 
 import httpx
 
+from bigtable import big_table
 from dispatch import measure_dispatch
 from drain import drain, enqueue
+from pgserver import SERVER_ENV, fresh_database, server_url
 from probe import Probe
 from procs import (
     BENCH_DIR,
@@ -65,6 +72,7 @@ BENCH_CREDITS = "1000000"
 TARGET_POLL_RATIO = 0.5
 TARGET_DISPATCH_P50_MS = 5.0
 TARGET_DRAIN_RATE = 2000.0
+TARGET_BIG_POLL_P99_RATIO = 1.2
 
 Results = dict[str, dict[str, Any]]
 
@@ -82,9 +90,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument(
         "--min-ceiling", type=float, default=4000, help="below this req/s the run is INVALID"
     )
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the store of every phase; postgresql: a fresh database per phase on the "
+        f"server of {SERVER_ENV} (default postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument("--tasks", type=int, default=20_000, help="queued tasks to drain")
     tasks.add_argument("--workers", type=int, default=16, help="worker slots for the drain")
+    tasks.add_argument(
+        "--drain-processes",
+        type=int,
+        default=1,
+        help="taskgate worker processes for the drain, each with --workers slots",
+    )
     tasks.add_argument(
         "--enqueue",
         choices=["bulk", "submit"],
@@ -98,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     tasks.add_argument("--samples", type=int, default=200, help="dispatch latency samples")
     tasks.add_argument("--warmup-samples", type=int, default=10)
+    big = parser.add_argument_group("big table (PostgreSQL)")
+    big.add_argument("--big-tasks", type=int, default=1_000_000, help="tasks in the big table")
+    big.add_argument("--big-queued", type=int, default=100_000, help="of them queued")
+    big.add_argument("--no-big-table", action="store_true", help="skip the big_table phase")
     out = parser.add_argument_group("output")
     out.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.json")
     out.add_argument("--keep", action="store_true", help="keep the data dirs and process logs")
@@ -109,9 +134,15 @@ def say(text: str = "") -> None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, root: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, root: Path, databases: contextlib.ExitStack
+    ) -> None:
         self.args = args
         self.root = root
+        #: Drops the PostgreSQL databases of the run when it closes.
+        self.databases = databases
+        #: The PostgreSQL database of each data dir (none: its SQLite file).
+        self.urls: dict[Path, str] = {}
         self.results: Results = {}
         self.failed: list[str] = []
         #: Per phase: the load average when it started, and how long it took.
@@ -163,6 +194,11 @@ class Bench:
         an API key for it."""
         path = self.root / name
         path.mkdir()
+        if self.args.database == "postgresql":
+            url = self.databases.enter_context(fresh_database(f"taskgate_bench_{name}"))
+            self.urls[path] = url
+            taskgate_cli(path, "migrate", database_url=url)
+        url_or_none = self.urls.get(path)
         concurrency = max(64, self.args.workers, self.args.serve_workers)
         taskgate_cli(
             path,
@@ -173,8 +209,10 @@ class Bench:
             str(concurrency),
             "--credits",
             BENCH_CREDITS,
+            database_url=url_or_none,
         )
-        key = taskgate_cli(path, "keys", "create", ACCOUNT).strip().splitlines()[-1].strip()
+        key = taskgate_cli(path, "keys", "create", ACCOUNT, database_url=url_or_none)
+        key = key.strip().splitlines()[-1].strip()
         if not key.startswith("tg_live_"):
             raise RuntimeError(f"unexpected output of `taskgate keys create`: {key!r}")
         return path, key
@@ -183,7 +221,7 @@ class Bench:
         args = ["serve", "--no-access-log", "--host", HOST, "--port", str(port), *flags]
         return running(
             [sys.executable, "-m", "taskgate", *args],
-            env=taskgate_env(data_dir),
+            env=taskgate_env(data_dir, database_url=self.urls.get(data_dir)),
             log_path=self.root / f"serve-{data_dir.name}.log",
         )
 
@@ -217,7 +255,7 @@ class Bench:
         headers = {"Authorization": f"Bearer {key}"}
         with (
             self.serve(data_dir, port, "--workers", str(self.args.serve_workers)) as server,
-            Probe(data_dir) as probe,
+            Probe(data_dir, self.urls.get(data_dir)) as probe,
             httpx.Client(base_url=base, headers=headers, timeout=30) as client,
         ):
             wait_for(lambda: answers(f"{base}/healthz"), timeout=60, what="serve", alive=server)
@@ -246,7 +284,10 @@ class Bench:
         data_dir, key = self.data_dir(name)
         port = free_port()
         base = f"http://{HOST}:{port}"
-        with self.serve(data_dir, port, "--no-workers") as server, Probe(data_dir) as probe:
+        with (
+            self.serve(data_dir, port, "--no-workers") as server,
+            Probe(data_dir, self.urls.get(data_dir)) as probe,
+        ):
             wait_for(lambda: answers(f"{base}/healthz"), timeout=60, what="serve", alive=server)
             counts: list[int] = []
             result = self.wrk(
@@ -266,7 +307,8 @@ class Bench:
     def drain(self) -> Results:
         data_dir, _key = self.data_dir("drain")
         args = self.args
-        queued = enqueue(data_dir, ACCOUNT, args.tasks, args.enqueue)
+        url = self.urls.get(data_dir)
+        queued = enqueue(data_dir, ACCOUNT, args.tasks, args.enqueue, database_url=url)
         say(
             f"enqueued  {queued.tasks:,} tasks in {queued.seconds:.1f} s "
             f"({queued.rate:,.0f}/s, {queued.mode})"
@@ -277,11 +319,13 @@ class Bench:
             slots=args.workers,
             timeout=args.drain_timeout,
             log_dir=self.root,
+            processes=args.drain_processes,
+            database_url=url,
         )
         say(
             f"drain     {result.rate:,.0f} tasks/s ({result.tasks:,} tasks in "
-            f"{result.seconds:.2f} s on {result.slots} slots; {result.wall_seconds:.2f} s "
-            "from starting the worker)"
+            f"{result.seconds:.2f} s on {result.processes} × {result.slots} slots; "
+            f"{result.wall_seconds:.2f} s from starting the worker)"
         )
         say(f"          {result.events_written:,} event rows written: {result.events_by_type}")
         figures = result.to_json()
@@ -341,6 +385,26 @@ class Bench:
                 f"{drained['events_written']:,} event rows ({drained['events_per_task']}/task)  "
                 f"{_target(met, '≥ 2,000 tasks/s')}"
             )
+        table = results.get("big_table", {})
+        if "ratios" in table:
+            small, big, ratios = table["small"], table["big"], table["ratios"]
+            met = ratios["poll_p99"] <= TARGET_BIG_POLL_P99_RATIO
+            for label, key in (("poll", "poll"), ("poll queued", "poll_queued")):
+                lines.append(
+                    f"{'big ' + label:<17}{big[key]['rate']:>9,.0f} req/s    p99 "
+                    f"{big[key]['p99_ms']:7.2f} ms vs {small[key]['p99_ms']:.2f} ms small: "
+                    f"{ratios[key + '_p99']:.2f}×"
+                    + (f"  {_target(met, 'p99 ≤ 1.2× small')}" if key == "poll" else "")
+                )
+            lines.append(
+                f"{'big dispatch':<17}{'':>18} p50 {big['dispatch']['p50_ms']:7.2f} ms  "
+                f"p99 {big['dispatch']['p99_ms']:7.2f} ms (small: p50 "
+                f"{small['dispatch']['p50_ms']:.2f} ms)"
+            )
+            lines.append(
+                f"{'big submit':<17}{big['submit']['rate']:>9,.0f} req/s    (small: "
+                f"{small['submit']['rate']:,.0f} req/s, {ratios['submit_rate']:.2f}×)"
+            )
         say("\n== summary")
         for line in lines:
             if line is not None:
@@ -371,6 +435,7 @@ def write_results(path: Path, args: argparse.Namespace, bench: Bench, valid: boo
     document = {
         "valid": valid,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "database": args.database,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -381,6 +446,7 @@ def write_results(path: Path, args: argparse.Namespace, bench: Bench, valid: boo
             "poll_ratio_min": TARGET_POLL_RATIO,
             "dispatch_p50_ms_max": TARGET_DISPATCH_P50_MS,
             "drain_rate_min": TARGET_DRAIN_RATE,
+            "big_table_poll_p99_ratio_max": TARGET_BIG_POLL_P99_RATIO,
         },
         "source": _source(),
         "results": bench.results,
@@ -421,8 +487,10 @@ def _work_dir(keep: bool) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with _work_dir(args.keep) as root:
-        bench = Bench(args, root)
+    if args.database == "postgresql":
+        say(f"PostgreSQL server: {server_url()}")
+    with _work_dir(args.keep) as root, contextlib.ExitStack() as databases:
+        bench = Bench(args, root, databases)
         ceiling = bench.phase("ceiling", lambda: bench.ceiling("uvloop"))
         rate = ceiling["ceiling"]["rate"] if ceiling else 0.0
         valid = rate >= args.min_ceiling
@@ -437,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.phase("submit", lambda: bench.submit("submit", RESERVING_BODY))
             bench.phase("submit_free", lambda: bench.submit("submit_free", FREE_BODY))
             bench.phase("drain", bench.drain)
+            if args.database == "postgresql" and not args.no_big_table:
+                bench.phase("big_table", lambda: big_table(bench))
             bench.report()
         write_results(args.output, args, bench, valid)
         if not valid:

@@ -1,6 +1,17 @@
 """Shared fixtures: settings with short timings, services on a real SQLite file and
 on a real PostgreSQL database, and a real ``taskgate serve`` process driven over
-HTTP."""
+HTTP.
+
+Every test that reaches the database through these fixtures (``backend``,
+``database_url``, ``settings``, ``services``, ``data_dir``, ``server``, and the
+server fixtures of the test directories, which take ``backend``) is parametrised
+over SQLite and PostgreSQL, where it gets a fresh database of its own. The store
+level runs on both; of the process level, the default run keeps the PostgreSQL side
+of ``POSTGRESQL_PROCESS_MODULES`` (``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``: all of it).
+A test that can only mean something on one of them says so with
+``@pytest.mark.sqlite_only`` or ``@pytest.mark.postgresql_only`` and the reason in
+its docstring.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +29,8 @@ if str(SUPPORT) not in sys.path:
 from taskgate.composition import Services, build  # noqa: E402
 from taskgate.settings import Settings  # noqa: E402
 from taskgate.store import migrate  # noqa: E402
-from tests.databases import PostgresServer, Unreachable, server_url  # noqa: E402
-from tests.helpers import ServerProcess, start_server  # noqa: E402
+from tests.databases import Backend, PostgresServer, Unreachable, server_url  # noqa: E402
+from tests.helpers import ServerProcess, shared_secret, start_server  # noqa: E402
 
 TEST_WORKFLOWS = ["taskgate_testflows"]
 
@@ -36,6 +47,10 @@ def fast_settings(data_dir: Path, **overrides: object) -> Settings:
         "workers": 2,
     }
     values.update(overrides)
+    url = values.get("database_url")
+    if isinstance(url, str) and url.startswith("postgresql"):
+        # Every node of a PostgreSQL deployment shares one secret key.
+        values.setdefault("secret_key", shared_secret(url))
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -56,19 +71,100 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+DIALECTS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session", params=DIALECTS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The database the test runs on. Session-scoped, so that server fixtures of any
+    scope can take it (each makes its own database from it)."""
+    if request.param == "sqlite":
+        return Backend("sqlite")
+    return Backend("postgresql", request.getfixturevalue("postgres_server"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the runs of single-dialect tests on the other dialect, and keep
+    together (one xdist group) the tests that share a server of a module or session
+    on one dialect, so that a parallel run starts each such server once."""
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    every_process_test = os.environ.get("TASKGATE_TEST_ALL_ON_POSTGRESQL", "") == "1"
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        dialect = str(callspec.params.get("backend")) if callspec is not None else ""
+        other = {"sqlite": "postgresql_only", "postgresql": "sqlite_only"}.get(dialect)
+        if other is not None and item.get_closest_marker(other) is not None:
+            left_out.append(item)
+            continue
+        if dialect == "postgresql" and not every_process_test and _sqlite_in_ci(item):
+            left_out.append(item)
+            continue
+        kept.append(item)
+        shared = _shared_fixture(item)
+        if shared is not None:
+            item.add_marker(pytest.mark.xdist_group(f"{shared}:{dialect}"))
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+#: Process-level test modules whose PostgreSQL runs the default suite keeps: those
+#: where the database's concurrency decides the outcome. The rest of the process
+#: level (the same API over the same store code) runs on PostgreSQL with
+#: ``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``; running all of it twice would take the
+#: suite past its time budget on a 2-core machine.
+POSTGRESQL_PROCESS_MODULES = frozenset(
+    {
+        "test_api_idempotency.py",
+        "test_api_credits.py",
+        "test_fair_concurrency.py",
+        "test_worker_crash.py",
+    }
+)
+PROCESS_LEVEL_DIRS = ("acceptance", "cli", "client")
+
+
+def _sqlite_in_ci(item: pytest.Item) -> bool:
+    """Whether a process-level test runs on SQLite only in the default suite."""
+    parts = Path(str(item.fspath)).parts
+    if not any(part in PROCESS_LEVEL_DIRS for part in parts[-3:-1]):
+        return False
+    return parts[-1] not in POSTGRESQL_PROCESS_MODULES
+
+
+def _shared_fixture(item: pytest.Item) -> str | None:
+    """Where the module- or session-scoped fixture on ``backend`` that the test uses
+    (a shared server) is defined: its module, or for a session one its name."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in info.names_closure:
+        definitions = info.name2fixturedefs.get(name)
+        if not definitions or name == "backend":
+            continue
+        definition = definitions[-1]
+        if definition.scope == "function" or "backend" not in definition.argnames:
+            continue
+        if definition.scope == "session":
+            return str(name)
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+@pytest.fixture
+def database_url(backend: Backend) -> Iterator[str | None]:
     """The store-level tests run on both databases: None for SQLite in the data dir,
     or the URL of a fresh, migrated PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
+    if backend.postgres is None:
         yield None
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    url = server.create()
+    url = backend.postgres.create()
     try:
         yield url
     finally:
-        server.drop(url)
+        backend.postgres.drop(url)
 
 
 @pytest.fixture
@@ -87,9 +183,17 @@ def services(settings: Settings) -> Iterator[Services]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def data_dir(tmp_path: Path, backend: Backend) -> Iterator[Path]:
+    """The data dir of the test's own taskgate processes (``start_server``,
+    ``run_cli``, workers), bound on PostgreSQL to a fresh database of its own."""
+    with backend.bound(tmp_path / "data") as bound:
+        yield bound
+
+
+@pytest.fixture
+def server(data_dir: Path) -> Iterator[ServerProcess]:
     """A real ``taskgate serve`` with two worker slots and short timings."""
-    proc = start_server(tmp_path / "data")
+    proc = start_server(data_dir)
     try:
         yield proc
     finally:

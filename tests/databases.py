@@ -2,14 +2,22 @@
 
 The server is ``TASKGATE_TEST_DATABASE_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``; the URL's database is only used
-to create and drop others). One template database is migrated per test session;
-each test gets its own copy (``CREATE DATABASE … TEMPLATE``), dropped afterwards.
+to create and drop others). One template database is migrated per test session
+(per xdist worker: each names its databases with its own tag); each test gets its
+own copy (``CREATE DATABASE … TEMPLATE``), dropped afterwards.
+
+:class:`Backend` is what the suite is parametrised by: SQLite in the data dir, or
+PostgreSQL, where each data dir is bound to a fresh database of its own.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -19,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from taskgate.store import migrate
 from taskgate.store.db import Database
 from taskgate.store.postgres import normalise_url
+from tests.helpers import forget, use_postgres
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -48,7 +57,8 @@ class PostgresServer:
         except OperationalError as exc:
             self._admin.dispose()
             raise Unreachable(f"PostgreSQL at {self.url.render_as_string()}: {exc}") from exc
-        self._tag = uuid.uuid4().hex[:10]
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self._tag = f"{worker}_{uuid.uuid4().hex[:8]}"
         self.template: str | None = None
 
     def url_of(self, name: str) -> str:
@@ -89,3 +99,27 @@ class PostgresServer:
         if self.template is not None:
             self.drop(self.url_of(self.template))
         self._admin.dispose()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The database the taskgate processes of a test use: ``sqlite`` (the data dir's
+    file) or ``postgresql`` (a fresh database on the test server per data dir)."""
+
+    name: str
+    postgres: PostgresServer | None = None
+
+    @contextmanager
+    def bound(self, data_dir: Path) -> Iterator[Path]:
+        """``data_dir``, with a fresh migrated PostgreSQL database of its own bound to
+        it for the block (dropped afterwards); on SQLite ``data_dir`` as it is."""
+        if self.postgres is None:
+            yield data_dir
+            return
+        url = self.postgres.create()
+        use_postgres(data_dir, url)
+        try:
+            yield data_dir
+        finally:
+            forget(data_dir)
+            self.postgres.drop(url)

@@ -10,8 +10,6 @@ from typing import Any
 
 import boto3
 
-from tests.helpers import free_port
-
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
@@ -48,10 +46,12 @@ class S3Server:
 def running_s3() -> Iterator[S3Server]:
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the kernel picks a free port as the server binds, so parallel test
+    # processes never race for one.
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    host, port = server.get_host_and_port()
     try:
-        yield S3Server(f"http://127.0.0.1:{port}")
+        yield S3Server(f"http://{host}:{port}")
     finally:
         server.stop()

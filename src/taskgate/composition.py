@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from taskgate.core.clock import to_us
 from taskgate.services.accounts import AccountService
 from taskgate.services.billing import BillingService
-from taskgate.services.channel import LocalChannel
+from taskgate.services.channel import WORKER, Channel, open_channel
 from taskgate.services.deliveries import Deliverer
 from taskgate.services.events import EventHub
 from taskgate.services.files import FilePolicy, FileService
+from taskgate.services.maintenance import Maintenance, maintenance_for
 from taskgate.services.ops import OpsService
 from taskgate.services.signing import Signer, load_secret
 from taskgate.services.storage import open_storage
@@ -27,7 +28,8 @@ class Services:
     settings: Settings
     db: Database
     registry: Registry
-    channel: LocalChannel
+    #: Wake-ups between processes: local sockets on SQLite, LISTEN/NOTIFY on PostgreSQL.
+    channel: Channel
     accounts: AccountService
     billing: BillingService
     tasks: TaskService
@@ -41,6 +43,9 @@ class Services:
     deliveries: Deliverer
     #: Events were written (here or by another process): wake their readers.
     events_written: Callable[[], None]
+    #: Campaigns for the deployment's maintenance and runs it when elected (started
+    #: by the API; worker processes run their own).
+    maintenance: Maintenance
 
     def close(self) -> None:
         self.channel.close()
@@ -51,7 +56,7 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     registry = registry or Registry.load(settings.workflows)
-    channel = LocalChannel(settings.data_dir)
+    channel = open_channel(settings)
     hub = EventHub(db, poll_interval=settings.poll_interval_seconds)
     link_ttl = to_us(settings.link_ttl.total_seconds()) if settings.link_ttl else None
     signer = Signer(load_secret(settings), file_link_ttl_us=link_ttl)
@@ -68,6 +73,10 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
     def events_written() -> None:
         hub.notify()
         deliverer.notify()
+
+    def recovered(_tasks: object) -> None:
+        events_written()
+        channel.publish(WORKER, b"t")
 
     return Services(
         settings=settings,
@@ -91,6 +100,7 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
         files=files,
         deliveries=deliverer,
         events_written=events_written,
+        maintenance=maintenance_for(settings, db, files.storage, on_recovered=recovered),
     )
 
 

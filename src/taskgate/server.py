@@ -15,6 +15,8 @@ import uvicorn
 from taskgate import logs
 from taskgate.api.app import create_app
 from taskgate.composition import Services, build
+from taskgate.services.ops import schema_is_current
+from taskgate.services.signing import MissingSecretKey, require_secret_key
 from taskgate.settings import Settings
 from taskgate.store import migrate
 from taskgate.worker.main import run_worker
@@ -32,26 +34,31 @@ def serve(
     access_log: bool = True,
     announce: Any = print,
 ) -> None:
-    """Migrate (SQLite), create the default account on first start, start the worker
-    child and any further API processes, and serve HTTP until SIGTERM or SIGINT;
-    then stop the other API processes and drain the worker.
+    """Migrate (SQLite), create the default account on first start (SQLite: with
+    PostgreSQL accounts come from the CLI or the admin API), start the worker child
+    and any further API processes, and serve HTTP until SIGTERM or SIGINT; then stop
+    the other API processes and drain the worker.
 
     With ``api_processes`` > 1 every API process listens on the same port
     (``SO_REUSEPORT``: the kernel spreads the connections), each with its own event
     loop, event hub and webhook deliverer.
     """
     logs.configure(settings.log_level, settings.log_format)
+    try:
+        require_secret_key(settings)
+    except MissingSecretKey as exc:
+        raise SystemExit(str(exc)) from None
     services = build(settings)
     try:
         if services.db.is_sqlite:
             migrate.upgrade(services.db)
-        elif not migrate.is_up_to_date(services.db):
+            key = services.accounts.ensure_default(settings.initial_credits)
+            if key is not None:
+                announce(
+                    f"Created the account 'default'. Its API key (shown only this once):\n  {key}\n"
+                )
+        elif not schema_is_current(services.db):
             raise SystemExit("The database schema is out of date: run `taskgate migrate`.")
-        key = services.accounts.ensure_default(settings.initial_credits)
-        if key is not None:
-            announce(
-                f"Created the account 'default'. Its API key (shown only this once):\n  {key}\n"
-            )
         base_url = settings.public_url or f"http://{_url_host(host)}:{port}"
         worker = _start_worker(settings, workers) if workers > 0 else None
         shared = api_processes > 1

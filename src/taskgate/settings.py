@@ -31,6 +31,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./taskgate-data")
     database_url: str | None = None
+    #: Pooled connections per process; on PostgreSQL each API and worker process
+    #: also keeps one connection of its own for LISTEN/NOTIFY wake-ups.
     db_pool_size: int = Field(default=5, ge=1)
     workflows: Annotated[list[str], NoDecode] = Field(default_factory=list)
     secret_key: str | None = None

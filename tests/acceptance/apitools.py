@@ -1,6 +1,9 @@
 """Shared pieces of the HTTP API acceptance tests: one error-shape check, accounts
 made with the real CLI, and helpers that read the task list back to prove that a
-rejected request wrote nothing."""
+rejected request wrote nothing.
+
+A server's data dir names its database on either backend (``tests.helpers``
+``database_url``): the helpers that reach into the database go by it."""
 
 from __future__ import annotations
 
@@ -15,9 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
-from tests.helpers import ServerProcess, run_cli, start_server, wait_until
+from tests.databases import Backend
+from tests.helpers import (
+    ServerProcess,
+    database_url,
+    postgres_url,
+    run_cli,
+    start_server,
+    wait_until,
+)
 
 TASK_ID = re.compile(r"^task_[0-9A-HJKMNP-TV-Z]{26}$")
 ACCOUNT_ID = re.compile(r"^acct_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -92,14 +104,18 @@ def create_account(
 
 
 def module_server(
-    tmp_path_factory: pytest.TempPathFactory, *args: str, env: dict[str, str] | None = None
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: Backend,
+    *args: str,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Body of a module-scoped server fixture."""
-    proc = start_server(tmp_path_factory.mktemp("srv") / "data", *args, env=env)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    """Body of a module-scoped server fixture: a server on a database of its own."""
+    with backend.bound(tmp_path_factory.mktemp("srv") / "data") as data_dir:
+        proc = start_server(data_dir, *args, env=env)
+        try:
+            yield proc
+        finally:
+            proc.stop()
 
 
 def list_all(http: httpx.Client, **params: Any) -> list[dict[str, Any]]:
@@ -193,7 +209,7 @@ def quick_account(
     from taskgate.store.db import Database
 
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    db = Database(f"sqlite:///{(data_dir / 'taskgate.db').resolve()}", pool_size=1)
+    db = Database(database_url(data_dir), pool_size=1)
     try:
         service = AccountService(db)
         account = service.create_account(name, credits=credits, concurrency=concurrency)
@@ -204,11 +220,30 @@ def quick_account(
 
 
 def sql(data_dir: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
-    """Run one statement on the data dir's SQLite file with the sqlite3 module (not
-    taskgate's code) and commit; returns the rows it gave."""
-    path = data_dir / "taskgate.db"
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
-        return conn.execute(query, params).fetchall()
+    """Run one statement on the data dir's database with the driver itself (sqlite3 or
+    psycopg, not taskgate's code) and commit; returns the rows it gave. Parameters
+    are ``?`` on both."""
+    return sql_many(data_dir, query, [params])
+
+
+def sql_many(
+    data_dir: Path, query: str, rows: Iterable[tuple[object, ...]]
+) -> list[tuple[Any, ...]]:
+    """:func:`sql` once per row of parameters, in one transaction; the last one's rows."""
+    url = postgres_url(data_dir)
+    found: list[tuple[Any, ...]] = []
+    if url is None:
+        path = data_dir / "taskgate.db"
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
+            for params in rows:
+                found = conn.execute(query, params).fetchall()
+        return found
+    libpq_url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(libpq_url) as pg, pg.cursor() as cursor:
+        for params in rows:
+            cursor.execute(query.replace("?", "%s"), params)
+            found = cursor.fetchall() if cursor.description is not None else []
+    return found
 
 
 def ledger_of_task(data_dir: Path, task_id: str) -> list[tuple[str, int]]:

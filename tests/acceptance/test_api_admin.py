@@ -27,6 +27,7 @@ from tests.acceptance.apitools import (
     submit,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -74,14 +75,14 @@ ROUTE_IDS = [f"{method} {path}" for method, path, _ in ADMIN_ROUTES]
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, env={"TASKGATE_ADMIN_TOKEN": TOKEN})
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend, env={"TASKGATE_ADMIN_TOKEN": TOKEN})
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def plain(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     """A server without an admin token."""
-    yield from module_server(tmp_path_factory, "--no-workers")
+    yield from module_server(tmp_path_factory, backend, "--no-workers")
 
 
 @pytest.fixture(scope="module")

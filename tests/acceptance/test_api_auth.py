@@ -22,15 +22,16 @@ from tests.acceptance.apitools import (
     submit,
     task_ids,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, run_cli
 
 pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     # No workers: the tasks the routes point at stay exactly as they were made.
-    yield from module_server(tmp_path_factory, "--no-workers")
+    yield from module_server(tmp_path_factory, backend, "--no-workers")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from tests.acceptance.apitools import (
     task_ids,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.acceptance
@@ -28,8 +29,8 @@ UNKNOWN = "task_01J0000000000000000000000Z"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory)
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from tests.acceptance.apitools import (
     wait_status,
 )
 from tests.acceptance.worker_support import alive, descendants
+from tests.databases import Backend
 from tests.helpers import ServerProcess, run_cli, start_server, wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -54,15 +55,15 @@ USAGE_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def idle(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     """A server without workers: submitted tasks stay queued, holding their reservation."""
-    yield from module_server(tmp_path_factory, "--no-workers")
+    yield from module_server(tmp_path_factory, backend, "--no-workers")
 
 
 @pytest.fixture(scope="module")
-def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def busy(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     """A server with two worker slots."""
-    yield from module_server(tmp_path_factory)
+    yield from module_server(tmp_path_factory, backend)
 
 
 def _period_start(moment: datetime) -> str:
@@ -448,11 +449,10 @@ def test_charges_add_up_across_tasks(busy: ServerProcess) -> None:
 CRASH_SECONDS = 4  # each attempt's run; the first one is killed
 
 
-def test_tasks_of_a_killed_server_are_settled_once_after_recovery(tmp_path: Path) -> None:
+def test_tasks_of_a_killed_server_are_settled_once_after_recovery(data_dir: Path) -> None:
     """SIGKILL of serve and every process below it while three metered tasks run;
     after a restart their leases run out, they are retried (worker_lost) and end,
     each reservation closed exactly once, and ``taskgate doctor`` is clean."""
-    data_dir = tmp_path / "data"
     env = {"TASKGATE_WORKERS": "3"}
     server = start_server(data_dir, env=env)
     account = quick_account(data_dir, "crash", credits="10", concurrency=3)

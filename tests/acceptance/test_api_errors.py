@@ -16,15 +16,16 @@ from tests.acceptance.apitools import (
     module_server,
     task_ids,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     yield from module_server(
-        tmp_path_factory, "--no-workers", env={"TASKGATE_MAX_BODY_BYTES": "4096"}
+        tmp_path_factory, backend, "--no-workers", env={"TASKGATE_MAX_BODY_BYTES": "4096"}
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,11 +31,13 @@ from tests.acceptance.apitools import (
     no_token,
     parse_time,
     quick_account,
+    sql_many,
     stable,
     submit,
     wait_status,
 )
-from tests.helpers import ServerProcess
+from tests.databases import Backend
+from tests.helpers import ServerProcess, postgres_url
 
 pytestmark = pytest.mark.acceptance
 
@@ -249,9 +250,10 @@ def forge_token(account_id: str, task_id: str, *, secret: str = SECRET, age: flo
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     yield from module_server(
         tmp_path_factory,
+        backend,
         env={
             "TASKGATE_SSE_KEEPALIVE_SECONDS": str(KEEPALIVE),
             "TASKGATE_SECRET_KEY": SECRET,
@@ -766,17 +768,20 @@ def test_a_long_account_backlog_has_no_gap(srv: ServerProcess) -> None:
         # Copies of a real event, written straight into the outbox after it.
         fake = [f"evt_{n:026d}" for n in range(10_005)]
         rows = [(evt, f"task_{n:026d}", owner.id) for n, evt in enumerate(fake)]
-        path = srv.data_dir / "taskgate.db"
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db, db:
-            created_at, data = db.execute(
-                "SELECT created_at, data FROM events WHERE task_id = ? AND seq = 1",
-                (real["id"],),
-            ).fetchone()
-            db.executemany(
-                "INSERT INTO events (id, task_id, account_id, seq, type, created_at, data)"
-                " VALUES (?, ?, ?, 1, 'task.created', ?, ?)",
-                [(*row, created_at, data) for row in rows],
-            )
+        # On PostgreSQL each needs its place in the outbox, as the store gives it.
+        position = (
+            "NULL"
+            if postgres_url(srv.data_dir) is None
+            else "(pg_current_xact_id()::text::bigint << 20)"
+            " | (nextval('events_position_seq') & 1048575)"
+        )
+        sql_many(
+            srv.data_dir,
+            "INSERT INTO events (id, task_id, account_id, seq, type, created_at, data, position)"
+            f" SELECT ?, ?, ?, 1, 'task.created', created_at, data, {position}"
+            " FROM events WHERE task_id = ? AND seq = 1",
+            [(*row, real["id"]) for row in rows],
+        )
         marker: dict[str, Any] | None = None
         try:
             with open_stream(

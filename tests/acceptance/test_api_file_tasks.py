@@ -28,6 +28,7 @@ from tests.acceptance.apitools import (
     upload,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -78,9 +79,10 @@ def origin() -> Iterator[Origin]:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     yield from module_server(
         tmp_path_factory,
+        backend,
         env={
             "TASKGATE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
             "TASKGATE_ALLOW_PRIVATE_URLS": "true",
@@ -322,11 +324,12 @@ def test_delete_task_purges_it_and_its_files(
 
 
 @pytest.fixture(scope="module")
-def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def short(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     """A server whose outputs live 2 s, inputs 1 s after their last use, and terminal
     tasks 4 s, swept every 0.2 s; its links name a public base URL."""
     yield from module_server(
         tmp_path_factory,
+        backend,
         env={
             "TASKGATE_OUTPUT_RETENTION": "2",
             "TASKGATE_INPUT_RETENTION": "1",

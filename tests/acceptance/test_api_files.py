@@ -24,6 +24,7 @@ from tests.acceptance.apitools import (
     quick_account,
     sql,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -34,8 +35,10 @@ SHA256 = r"^[0-9a-f]{64}$"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, env={"TASKGATE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD)})
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(
+        tmp_path_factory, backend, env={"TASKGATE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD)}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from tests.acceptance.apitools import (
     submit,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess
 from tests.s3server import S3Server, running_s3
 
@@ -39,9 +40,9 @@ def bucket(s3: S3Server) -> str:
 
 @pytest.fixture(scope="module")
 def srv(
-    tmp_path_factory: pytest.TempPathFactory, s3: S3Server, bucket: str
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend, s3: S3Server, bucket: str
 ) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, env=s3.env(bucket, PREFIX))
+    yield from module_server(tmp_path_factory, backend, env=s3.env(bucket, PREFIX))
 
 
 def _objects(s3: S3Server, bucket: str) -> dict[str, bytes]:

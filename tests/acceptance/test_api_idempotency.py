@@ -21,16 +21,17 @@ from tests.acceptance.apitools import (
     stable,
     task_ids,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     # No workers: tasks stay queued, so a repeated submission is compared with a
     # task that cannot have changed in between.
-    yield from module_server(tmp_path_factory, "--no-workers")
+    yield from module_server(tmp_path_factory, backend, "--no-workers")
 
 
 @pytest.fixture(scope="module")

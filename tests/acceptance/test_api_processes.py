@@ -29,9 +29,9 @@ def listening_sockets(port: int) -> int:
     return count
 
 
-def test_two_api_processes_serve_one_port(tmp_path: Path) -> None:
+def test_two_api_processes_serve_one_port(data_dir: Path) -> None:
     env = {"TASKGATE_ALLOW_PRIVATE_URLS": "true", "TASKGATE_WEBHOOK_RETRY_SCHEDULE": "0.1"}
-    srv = start_server(tmp_path / "data", "--api-processes", "2", env=env)
+    srv = start_server(data_dir, "--api-processes", "2", env=env)
     port = int(srv.base_url.rsplit(":", 1)[1])
     try:
         wait_until(lambda: listening_sockets(port) == 2, message="two listening processes")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,11 @@ from tests.acceptance.apitools import (
     assert_error,
     create_account,
     module_server,
+    sql,
     submit,
     task_ids,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, run_cli, start_server
 
 pytestmark = pytest.mark.acceptance
@@ -39,9 +40,9 @@ _STATE = re.compile(r'^"(reads|writes)";r=(\d+);t=(\d+)$')
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     # No workers: tasks stay queued, so cancel and delete behave the same every run.
-    yield from module_server(tmp_path_factory, "--no-workers", env=LIMITS)
+    yield from module_server(tmp_path_factory, backend, "--no-workers", env=LIMITS)
 
 
 @pytest.fixture
@@ -183,9 +184,8 @@ def test_the_catalogue_and_operations_routes_are_not_limited(
 
 def _override(srv: ServerProcess, account: Account, **limits: str | None) -> None:
     """Set an account's overrides with SQL (what the CLI and admin API will do)."""
-    with sqlite3.connect(srv.data_dir / "taskgate.db") as db:
-        for column, value in limits.items():
-            db.execute(f"UPDATE accounts SET {column} = ? WHERE name = ?", (value, account.name))
+    for column, value in limits.items():
+        sql(srv.data_dir, f"UPDATE accounts SET {column} = ? WHERE name = ?", value, account.name)
 
 
 def test_an_account_override_wins_over_the_default(srv: ServerProcess, acct: Account) -> None:
@@ -209,9 +209,12 @@ def test_an_account_override_wins_over_the_default(srv: ServerProcess, acct: Acc
 
 
 @pytest.fixture(scope="module")
-def reads_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def reads_off(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[ServerProcess]:
     yield from module_server(
         tmp_path_factory,
+        backend,
         "--no-workers",
         env={
             "TASKGATE_RATE_LIMIT_READS": "unlimited",
@@ -260,8 +263,7 @@ def redis_client() -> Iterator[redis.Redis]:
         client.close()
 
 
-def test_redis_counters_are_shared_by_servers(tmp_path: Path, redis_client: redis.Redis) -> None:
-    data_dir = tmp_path / "data"
+def test_redis_counters_are_shared_by_servers(data_dir: Path, redis_client: redis.Redis) -> None:
     env = {**LIMITS, "TASKGATE_RATE_LIMIT_STORAGE_URL": REDIS_URL}
     first = start_server(data_dir, "--no-workers", env=env)
     second: ServerProcess | None = None

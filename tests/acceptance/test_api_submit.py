@@ -26,6 +26,7 @@ from tests.acceptance.apitools import (
     task_ids,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.acceptance
@@ -42,9 +43,9 @@ WAIT_DEFAULTS = {
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     # Callback URLs of these tests point at a closed port on 127.0.0.1.
-    yield from module_server(tmp_path_factory, env={"TASKGATE_ALLOW_PRIVATE_URLS": "true"})
+    yield from module_server(tmp_path_factory, backend, env={"TASKGATE_ALLOW_PRIVATE_URLS": "true"})
 
 
 @pytest.fixture(scope="module")
@@ -383,9 +384,9 @@ _JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def small(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
     yield from module_server(
-        tmp_path_factory, "--no-workers", env={"TASKGATE_MAX_BODY_BYTES": str(LIMIT)}
+        tmp_path_factory, backend, "--no-workers", env={"TASKGATE_MAX_BODY_BYTES": str(LIMIT)}
     )
 
 

@@ -6,10 +6,12 @@ written; other accounts' endpoints invisible; the reads and writes rate limits."
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +27,7 @@ from tests.acceptance.apitools import (
     send_raw,
     sql,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, start_server
 
 pytestmark = pytest.mark.acceptance
@@ -74,12 +77,22 @@ _POLICY = re.compile(r'^"(reads|writes)";q=(\d+);w=(\d+)$')
 
 @pytest.fixture(scope="module")
 def servers(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """The default server (private addresses refused) and one with
     ``TASKGATE_ALLOW_PRIVATE_URLS=true``, started side by side."""
     envs: list[dict[str, str]] = [{}, {"TASKGATE_ALLOW_PRIVATE_URLS": "true"}]
-    dirs = [tmp_path_factory.mktemp("srv") / "data" for _ in envs]
+    with contextlib.ExitStack() as databases:
+        dirs = [
+            databases.enter_context(backend.bound(tmp_path_factory.mktemp("srv") / "data"))
+            for _ in envs
+        ]
+        yield from _side_by_side(dirs, envs)
+
+
+def _side_by_side(
+    dirs: list[Path], envs: list[dict[str, str]]
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     with ThreadPoolExecutor(len(envs)) as pool:
         futures = [
             pool.submit(start_server, data_dir, "--no-workers", env=env)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.acceptance.apitools import Account, assert_error, create_account, module_server
+from tests.databases import Backend
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.acceptance
@@ -30,8 +31,8 @@ WORKFLOW_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, "--no-workers")
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend, "--no-workers")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from taskgate.payloads import WorkflowSubmit
 from taskgate.settings import Settings
 from taskgate.store.tables import tasks
 from tests.acceptance.worker_support import database, running_ids, submit, wait_status
-from tests.helpers import ServerProcess, run_cli, start_server, wait_until
+from tests.helpers import ServerProcess, postgres_url, run_cli, start_server, wait_until
 
 pytestmark = pytest.mark.acceptance
 
@@ -35,8 +35,8 @@ DISPATCH_ALLOWANCE = 0.5
 
 
 @pytest.fixture
-def eight_slots(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path / "data", env={"TASKGATE_WORKERS": "8", **UNLIMITED})
+def eight_slots(data_dir: Path) -> Iterator[ServerProcess]:
+    proc = start_server(data_dir, env={"TASKGATE_WORKERS": "8", **UNLIMITED})
     try:
         yield proc
     finally:
@@ -44,8 +44,8 @@ def eight_slots(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def four_slots(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path / "data", env={"TASKGATE_WORKERS": "4", **UNLIMITED})
+def four_slots(data_dir: Path) -> Iterator[ServerProcess]:
+    proc = start_server(data_dir, env={"TASKGATE_WORKERS": "4", **UNLIMITED})
     try:
         yield proc
     finally:
@@ -117,7 +117,12 @@ def _enqueue(data_dir: Path, account: str, count: int, input_: dict[str, float])
     """Queue ``count`` probe tasks directly through the task service (as bench/drain.py
     does), a thousand per transaction: far faster than as many HTTP requests."""
     services = build(
-        Settings(data_dir=data_dir, database_url=None, workflows=["taskgate_testflows"])
+        Settings(
+            data_dir=data_dir,
+            database_url=postgres_url(data_dir),
+            secret_key="enqueue",  # signs nothing here
+            workflows=["taskgate_testflows"],
+        )
     )
     try:
         account_id = services.accounts.find_account(account).id

@@ -28,6 +28,7 @@ from tests.acceptance.apitools import (
     upload,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, wait_until
 from tests.media.analysis import decode
 from tests.media.video import decode_video, measure_frames
@@ -39,8 +40,8 @@ RATE = 22_050
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory)
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,32 @@ def test_bars_follow_the_sound_and_vanish_in_silence(http: httpx.Client, tmp_pat
     # Not static: the bars pulse with the sound.
     assert float(np.std(loud)) > 0.005, loud
     assert done["usage"]["video_seconds"] == pytest.approx(4.0)
+
+
+def test_particles_fly_with_the_sound_and_settle_in_silence(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    audio = upload(http, wav(loud_then_silent(5.0, loud=2.0)), "half.wav")
+    body = {"audio": audio, "resolution": "360p", "style": "particles"}
+    task = submit(http, "music-video", input=body)
+    done = wait_status(http, task["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done.get("error")
+    assert done["output"][0]["style"] == "particles"
+    path = fetch(done["output"][0]["video"], tmp_path / "particles.mp4")
+    seen = decode_video(path)
+    assert (seen.width, seen.height) == (640, 360)
+    assert abs(seen.seconds - 5.0) <= 0.1, seen.frames
+
+    sparks = measure_frames(path, bar_pixels)
+    loud = sparks[int(0.5 * FPS) : int(1.9 * FPS)]
+    quiet = sparks[int(3.4 * FPS) :]
+    assert min(loud) > 0.03, loud
+    assert max(quiet) < 0.002, quiet
+    # The loud half moves from frame to frame; the silent half stands still.
+    moving = measure_frames(path, lambda rgb: float(rgb.astype(np.float32).mean()))
+    centres = np.array(moving)
+    assert float(np.abs(np.diff(centres[int(0.5 * FPS) : int(1.9 * FPS)])).max()) > 0.3
+    assert float(np.abs(np.diff(centres[int(3.4 * FPS) :])).max()) < 0.05
 
 
 def test_a_music_tasks_tracks_by_id_and_index(http: httpx.Client, tmp_path: Path) -> None:

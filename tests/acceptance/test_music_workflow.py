@@ -21,6 +21,7 @@ from tests.acceptance.apitools import (
     submit,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, wait_until
 from tests.media.analysis import decode
 
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory)
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend)
 
 
 @pytest.fixture

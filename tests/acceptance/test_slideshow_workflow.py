@@ -28,6 +28,7 @@ from tests.acceptance.apitools import (
     upload,
     wait_status,
 )
+from tests.databases import Backend
 from tests.helpers import ServerProcess, wait_until
 from tests.media.analysis import decode
 from tests.media.video import decode_video, top_level_boxes
@@ -39,8 +40,8 @@ FPS = 24
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory)
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend)
 
 
 @pytest.fixture(scope="module")

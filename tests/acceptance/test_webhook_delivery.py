@@ -25,6 +25,7 @@ from tests.acceptance.apitools import (
     wait_status,
 )
 from tests.acceptance.receiver import Received, Receiver, fail_first, receiving, verify
+from tests.databases import Backend
 from tests.helpers import ServerProcess, start_server, wait_until
 
 SCHEDULE = "0.05,0.1,0.2"
@@ -37,8 +38,8 @@ TASK_EVENTS = ["task.created", "task.started", "task.completed"]
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory, env=ENV)
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend, env=ENV)
 
 
 @pytest.fixture
@@ -468,8 +469,8 @@ def test_reading_needs_a_key(srv: ServerProcess, path: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from module_server(tmp_path_factory)
+def guarded(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    yield from module_server(tmp_path_factory, backend)
 
 
 @pytest.mark.parametrize(
@@ -498,7 +499,7 @@ def test_a_private_callback_url_is_refused_and_nothing_is_written(
 # -- restart ---------------------------------------------------------------------------
 
 
-def test_pending_deliveries_survive_a_killed_server(tmp_path: Path) -> None:
+def test_pending_deliveries_survive_a_killed_server(data_dir: Path) -> None:
     healthy = False
 
     def answer(_path: str, _nth: int) -> tuple[int, dict[str, str]]:
@@ -507,7 +508,7 @@ def test_pending_deliveries_survive_a_killed_server(tmp_path: Path) -> None:
     receiver = Receiver(answer)
     # Retries spaced out enough that the kill lands while they are pending.
     env = {**ENV, "TASKGATE_WEBHOOK_RETRY_SCHEDULE": "0.5,1,1,1,1,1,1,1,1,1"}
-    srv = start_server(tmp_path / "data", env=env)
+    srv = start_server(data_dir, env=env)
     try:
         account = quick_account(srv.data_dir, "wd-kill")
         with srv.client(account.key) as http:
@@ -525,7 +526,7 @@ def test_pending_deliveries_survive_a_killed_server(tmp_path: Path) -> None:
         srv.process.wait(timeout=10)
         srv.stop()
         healthy = True
-        srv = start_server(tmp_path / "data", env=env)
+        srv = start_server(data_dir, env=env)
         accepted = receiver.wait_accepted(9, timeout=30)
         with srv.client(account.key) as http:
             log = settled(http, hook["id"], 9)
@@ -538,14 +539,14 @@ def test_pending_deliveries_survive_a_killed_server(tmp_path: Path) -> None:
         verify(received, hook["secret"])
 
 
-def test_an_endpoint_failing_for_too_long_is_disabled(tmp_path: Path) -> None:
+def test_an_endpoint_failing_for_too_long_is_disabled(data_dir: Path) -> None:
     receiver = Receiver(lambda _path, _nth: (500, {}))
     env = {
         **ENV,
         "TASKGATE_WEBHOOK_RETRY_SCHEDULE": ",".join(["0.2"] * 50),
         "TASKGATE_WEBHOOK_DISABLE_AFTER_SECONDS": "1",
     }
-    srv = start_server(tmp_path / "data", "--no-workers", env=env)
+    srv = start_server(data_dir, "--no-workers", env=env)
     try:
         account = quick_account(srv.data_dir, "wd-dead")
         with srv.client(account.key) as http:
@@ -591,7 +592,7 @@ def test_an_endpoint_failing_for_too_long_is_disabled(tmp_path: Path) -> None:
 
 
 def test_an_attempt_cut_short_by_a_stop_is_made_again_at_the_next_start(
-    tmp_path: Path,
+    data_dir: Path,
 ) -> None:
     first_arrived = threading.Event()
     answer_first = threading.Event()
@@ -606,7 +607,7 @@ def test_an_attempt_cut_short_by_a_stop_is_made_again_at_the_next_start(
     receiver = Receiver(answer)
     # An attempt may take long: a lost deliverer's take would last 70 s.
     env = {**ENV, "TASKGATE_WEBHOOK_TIMEOUT_SECONDS": "60"}
-    srv = start_server(tmp_path / "data", "--no-workers", env=env)
+    srv = start_server(data_dir, "--no-workers", env=env)
     try:
         account = quick_account(srv.data_dir, "wd-stop")
         with srv.client(account.key) as http:
@@ -614,7 +615,7 @@ def test_an_attempt_cut_short_by_a_stop_is_made_again_at_the_next_start(
             submit(http)
             assert first_arrived.wait(20), "the first attempt never came"
         assert srv.stop() == 0
-        srv = start_server(tmp_path / "data", "--no-workers", env=env)
+        srv = start_server(data_dir, "--no-workers", env=env)
         [received] = receiver.wait_accepted(1, timeout=20)
         with srv.client(account.key) as http:
             [delivery] = settled(http, hook["id"], 1)

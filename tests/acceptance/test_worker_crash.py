@@ -39,8 +39,7 @@ def _all_gone(pids: list[int], timeout: float = 5) -> None:
     )
 
 
-def test_a_killed_worker_s_task_is_retried_by_another(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_killed_worker_s_task_is_retried_by_another(data_dir: Path) -> None:
     server = start_server(data_dir, "--no-workers")
     try:
         with server.client() as http, worker_process(data_dir) as first:
@@ -83,10 +82,9 @@ def test_a_killed_worker_s_task_is_retried_by_another(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("whole_tree", [True, False], ids=["whole-tree", "serve-only"])
-def test_a_killed_server_s_task_completes_after_restart(tmp_path: Path, whole_tree: bool) -> None:
+def test_a_killed_server_s_task_completes_after_restart(data_dir: Path, whole_tree: bool) -> None:
     """SIGKILL of serve and every process below it (the task's lease must run out),
     or of serve alone (its worker notices, drains and puts the task back)."""
-    data_dir = tmp_path / "data"
     server = start_server(data_dir)
     key = server.api_key
     try:

@@ -28,8 +28,7 @@ def _lifecycle(data_dir: Path, task_id: str) -> list[str]:
     return [t for t in event_types(data_dir, task_id) if t != "task.progress"]
 
 
-def test_sigterm_drains_then_requeues_without_spending_an_attempt(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_sigterm_drains_then_requeues_without_spending_an_attempt(data_dir: Path) -> None:
     server = start_server(data_dir)
     key = server.api_key
     try:

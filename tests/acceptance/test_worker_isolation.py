@@ -28,8 +28,8 @@ REQUESTS = 200
 
 
 @pytest.fixture
-def three_slots(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path / "data", env={"TASKGATE_WORKERS": "3"})
+def three_slots(data_dir: Path) -> Iterator[ServerProcess]:
+    proc = start_server(data_dir, env={"TASKGATE_WORKERS": "3"})
     try:
         yield proc
     finally:

@@ -8,18 +8,20 @@ import httpx
 import pytest
 
 from tests.acceptance.worker_support import event_types, submit, wait_status
+from tests.databases import Backend
 from tests.helpers import ServerProcess, start_server
 
 pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("retries") / "data")
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def served(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[ServerProcess]:
+    with backend.bound(tmp_path_factory.mktemp("retries") / "data") as data_dir:
+        proc = start_server(data_dir)
+        try:
+            yield proc
+        finally:
+            proc.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from taskgate.store.db import Database
 from taskgate.store.tables import events, tasks
-from tests.helpers import test_env, wait_until
+from tests.helpers import database_url, test_env, wait_until
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -160,8 +160,8 @@ def worker_process(data_dir: Path, slots: int = 1) -> Iterator[WorkerProcess]:
 
 @contextlib.contextmanager
 def database(data_dir: Path) -> Iterator[Database]:
-    """The data dir's SQLite database, opened directly (for what HTTP does not show)."""
-    db = Database(f"sqlite:///{(data_dir / 'taskgate.db').resolve()}", pool_size=1)
+    """The data dir's database, opened directly (for what HTTP does not show)."""
+    db = Database(database_url(data_dir), pool_size=1)
     try:
         yield db
     finally:

@@ -11,18 +11,22 @@ import pytest
 from taskgate.client import Client
 from tests.acceptance.apitools import Account, quick_account
 from tests.cli.runner import Cli
+from tests.databases import Backend
 from tests.helpers import ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")
-def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def cli_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[ServerProcess]:
     # The webhook examples of docs/ register endpoints that the guard would refuse.
     env = {"TASKGATE_WORKERS": "4", "TASKGATE_ALLOW_PRIVATE_URLS": "true"}
-    proc = start_server(tmp_path_factory.mktemp("cli") / "data", env=env)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    with backend.bound(tmp_path_factory.mktemp("cli") / "data") as data_dir:
+        proc = start_server(data_dir, env=env)
+        try:
+            yield proc
+        finally:
+            proc.stop()
 
 
 @pytest.fixture

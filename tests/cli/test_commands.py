@@ -116,6 +116,28 @@ def test_submit_uploads_files_waits_and_downloads_the_outputs(
     assert not (tmp_path / "none").exists()
 
 
+def test_submit_puts_one_file_of_a_list_field_in_a_list(
+    cli: Cli, sdk: Client, tmp_path: Path
+) -> None:
+    png(tmp_path / "red.png", "red")
+    png(tmp_path / "green.png", "green")
+    done = cli("submit", "copy-files", "--file", "source=red.png", "--file", "extra=green.png")
+    assert done.code == 0, done.stderr
+    task = sdk.tasks.get(done.stdout.strip())
+    assert isinstance(task.input["source"], str)
+    assert [sdk.files.get(i).filename for i in task.input["extra"]] == ["green.png"]
+
+    # An unknown workflow is refused before anything is uploaded.
+    def uploads() -> list[str]:
+        return [f.id for f in sdk.files.list() if f.purpose != "output"]
+
+    before = uploads()
+    done = cli("submit", "no-such-workflow", "--file", "source=red.png")
+    assert done.code != 0
+    assert "workflow_not_found" in done.stderr
+    assert uploads() == before
+
+
 def test_files_upload_and_download(cli: Cli, sdk: Client, tmp_path: Path) -> None:
     red = png(tmp_path / "red.png", "red")
     done = cli("files", "upload", "red.png")

@@ -10,22 +10,26 @@ import pytest
 
 from taskgate.client import Client
 from tests.acceptance.apitools import Account, quick_account
+from tests.databases import Backend
 from tests.helpers import ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")
-def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sdk_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[ServerProcess]:
     env = {
         "TASKGATE_WORKERS": "4",
         # Webhook tests deliver to a receiver on 127.0.0.1, and retry soon.
         "TASKGATE_ALLOW_PRIVATE_URLS": "true",
         "TASKGATE_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2",
     }
-    proc = start_server(tmp_path_factory.mktemp("sdk") / "data", env=env)
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    with backend.bound(tmp_path_factory.mktemp("sdk") / "data") as data_dir:
+        proc = start_server(data_dir, env=env)
+        try:
+            yield proc
+        finally:
+            proc.stop()
 
 
 @pytest.fixture

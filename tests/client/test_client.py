@@ -25,6 +25,7 @@ from taskgate.client import (
 )
 from tests.acceptance.apitools import TASK_ID, Account, quick_account
 from tests.client.transports import FaultyTransport
+from tests.databases import Backend
 from tests.helpers import ServerProcess, start_server
 
 pytestmark = pytest.mark.acceptance
@@ -49,6 +50,7 @@ def test_workflows(client: Client) -> None:
     assert names == [
         "boom",
         "copy-files",
+        "ecommerce-video",
         "metered",
         "music",
         "music-video",
@@ -224,16 +226,15 @@ def test_create_gives_up_after_max_retries(sdk_server: ServerProcess, account: A
 
 
 @pytest.fixture(scope="module")
-def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(
-        tmp_path_factory.mktemp("limited") / "data",
-        "--no-workers",
-        env={"TASKGATE_RATE_LIMIT_READS": "3/second"},
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def limited_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[ServerProcess]:
+    with backend.bound(tmp_path_factory.mktemp("limited") / "data") as data_dir:
+        proc = start_server(data_dir, "--no-workers", env={"TASKGATE_RATE_LIMIT_READS": "3/second"})
+        try:
+            yield proc
+        finally:
+            proc.stop()
 
 
 def test_rate_limit_error_and_read_retries(limited_server: ServerProcess) -> None:

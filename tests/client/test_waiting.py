@@ -122,12 +122,11 @@ def test_wait_falls_back_to_polling_when_the_stream_keeps_failing(
     assert any(r.method == "GET" and r.url.path == path for r in transport.sent)
 
 
-def test_wait_survives_a_server_restart(tmp_path: Path) -> None:
+def test_wait_survives_a_server_restart(data_dir: Path) -> None:
     """The wait starts against a server without workers; that server stops while the
     wait reads the task's stream, and one with workers starts on the same port and
     data dir: the wait reconnects (polling through the outage) and sees the task end."""
     port = free_port()
-    data_dir = tmp_path / "data"
     first = start_on_port(data_dir, port, "--no-workers")
     assert first.api_key is not None
     transport = FaultyTransport(lambda n, _: None, _events)

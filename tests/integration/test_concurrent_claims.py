@@ -188,9 +188,12 @@ def test_concurrent_claimers_never_exceed_an_account_limit(services: Services) -
     for name, limit in limits.items():
         assert overlaps[name] <= limit, (name, overlaps)
         assert info["seen"].get(name, 0) <= limit, (name, info["seen"])
-    # Holdings of one account did overlap: the claimers contended for the limits.
+    # Holdings of one account did overlap (as the claimers recorded them, or as the
+    # sampler saw the running tasks): the claimers contended for the limits.
     assert overlaps["one"] == 1
-    assert max(overlaps["two"], overlaps["three"], overlaps["wide"]) >= 2, overlaps
+    wider = ("two", "three", "wide")
+    contended = max(max(overlaps[n], info["seen"].get(n, 0)) for n in wider)
+    assert contended >= 2, (overlaps, info["seen"])
     stored = services.db.read_sync(
         lambda conn: conn.execute(select(func.sum(tasks.c.attempts))).scalar_one()
     )

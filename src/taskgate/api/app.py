@@ -32,7 +32,8 @@ from taskgate.api.routes import (
     workflows,
 )
 from taskgate.composition import Services
-from taskgate.services.channel import API, Listener
+from taskgate.services.backoff import Backoff
+from taskgate.services.channel import API
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,22 @@ def create_app(services: Services, *, base_url: str = "", access_log: bool = Tru
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(_flush_key_use(services))
-        # Workers' writes wake the event streams through the local channel.
-        wakeups = Listener(services.settings.data_dir, API, f"api-{os.getpid()}")
-        wakeups.start(lambda _message: services.events_written())
+        # Workers' and other API processes' writes wake the event streams and the
+        # deliverer through the channel.
+        wakeups = services.channel.listen(
+            API, f"api-{os.getpid()}", lambda _message: services.events_written()
+        )
         services.events.start()
         services.deliveries.start(
             lambda event: event_object(event, _app.state.base_url, services.signer)
         )
+        maintenance = asyncio.create_task(services.maintenance.run(), name="taskgate-maintenance")
         try:
             yield
         finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
             wakeups.close()
             await services.deliveries.stop()
             await services.events.stop()
@@ -136,9 +143,12 @@ def _document_bearer_auth(app: FastAPI) -> None:
 
 
 async def _flush_key_use(services: Services) -> None:
+    # (the backoff only keeps an outage of the database to one log line)
+    backoff = Backoff("recording key use", log)
     while True:
         await asyncio.sleep(KEY_USE_FLUSH_SECONDS)
         try:
             await services.accounts.flush_key_use()
-        except Exception:
-            log.exception("could not record key use")
+            backoff.succeeded()
+        except Exception as exc:
+            backoff.failed(exc)

@@ -17,7 +17,7 @@ from starlette.routing import Match
 
 from taskgate.api.context import request_id
 from taskgate.api.ratelimits import SCOPE_KEY, Quota
-from taskgate.core.errors import RateLimited, TaskgateError
+from taskgate.core.errors import RateLimited, TaskgateError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,11 @@ def _limit_headers(request: Request) -> dict[str, str] | None:
 
 async def _taskgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TaskgateError)
-    if exc.status >= 500:
+    if isinstance(exc, Unavailable):
+        # Expected while the database is down or restarting: one line, no traceback.
+        cause = str(exc.__cause__ or "").strip().partition("\n")[0]
+        log.warning("%s: %s %s", exc.code, exc.message, cause)
+    elif exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message, exc_info=exc.__cause__ or exc)
     headers = _limit_headers(request)
     if isinstance(exc, RateLimited):

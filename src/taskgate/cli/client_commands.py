@@ -27,7 +27,13 @@ from taskgate.cli.following import (
     follow,
     out,
 )
-from taskgate.cli.inputs import parse_fields, parse_files, parse_input, with_files
+from taskgate.cli.inputs import (
+    list_fields,
+    parse_fields,
+    parse_files,
+    parse_input,
+    with_files,
+)
 from taskgate.client import APIConnectionError, APIError, Client, TaskObject
 
 BaseUrl = Annotated[
@@ -145,7 +151,13 @@ def submit(
     values.update(parse_fields(field or []))
     uploads = parse_files(file or [])
     with session(base_url, api_key) as client:
-        values = with_files(values, uploads, lambda path: client.files.upload(path).id)
+        if uploads:
+            # Read first: an unknown workflow uploads nothing, and a list field
+            # given one file still gets a list.
+            schema = client.workflows.get(workflow).input_schema
+            values = with_files(
+                values, uploads, lambda path: client.files.upload(path).id, list_fields(schema)
+            )
         task = client.tasks.create(workflow, values, priority=priority)
         if not wait:
             if as_json:

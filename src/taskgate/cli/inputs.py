@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,16 @@ def parse_fields(items: Sequence[str]) -> dict[str, Any]:
     return fields
 
 
+def list_fields(input_schema: dict[str, Any]) -> set[str]:
+    """The top-level fields of a workflow's input schema that take a list."""
+    found = set()
+    for name, spec in input_schema.get("properties", {}).items():
+        options = [spec, *spec.get("anyOf", []), *spec.get("oneOf", [])]
+        if any(option.get("type") == "array" for option in options):
+            found.add(name)
+    return found
+
+
 def parse_files(items: Sequence[str]) -> list[tuple[str, Path]]:
     """``--file field=PATH``: each path must be a readable file (checked before
     anything is uploaded)."""
@@ -67,13 +77,19 @@ def parse_files(items: Sequence[str]) -> list[tuple[str, Path]]:
 
 
 def with_files(
-    fields: dict[str, Any], files: Sequence[tuple[str, Path]], upload: Callable[[Path], str]
+    fields: dict[str, Any],
+    files: Sequence[tuple[str, Path]],
+    upload: Callable[[Path], str],
+    list_fields: Collection[str] = (),
 ) -> dict[str, Any]:
     """``fields`` with each file uploaded and its id in its field; a field named
-    more than once becomes a list of ids, in the order given."""
+    more than once, or one of ``list_fields``, becomes a list of ids, in the order
+    given."""
     result = dict(fields)
     counts = Counter(field for field, _ in files)
-    lists: dict[str, list[str]] = {field: [] for field, n in counts.items() if n > 1}
+    lists: dict[str, list[str]] = {
+        field: [] for field, n in counts.items() if n > 1 or field in list_fields
+    }
     for field, path in files:
         file_id = upload(path)
         if field in lists:

@@ -1,8 +1,16 @@
-"""The local channel: wake-ups between the processes of one embedded deployment.
+"""Wake-ups between processes: the channel interface, and the local channel of
+one embedded deployment.
 
-Each listening process binds a Unix datagram socket in a directory derived from
-the data dir, one subdirectory per role (``worker``, ``api``). A sender writes one
-datagram to every socket of a role. Delivery is a hint, not a promise: a full
+A channel carries short messages to every listening process of a role (``worker``,
+``api``): ``t`` (tasks were submitted), ``e`` (events were written), ``c<task id>``
+(a running task's cancellation was asked for). They are hints that let a process
+look now rather than at its next poll of the database. :func:`open_channel` picks
+the local channel on SQLite and LISTEN/NOTIFY on PostgreSQL
+(:mod:`taskgate.services.pgchannel`).
+
+The local channel: each listening process binds a Unix datagram socket in a
+directory derived from the data dir, one subdirectory per role. A sender writes
+one datagram to every socket of a role. Delivery is a hint, not a promise: a full
 buffer or a dead peer drops the message, and every listener also polls the
 database, so nothing depends on it but latency.
 """
@@ -19,11 +27,41 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
+
+from taskgate.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WORKER = "worker"
 API = "api"
+
+
+class Subscription(Protocol):
+    def close(self) -> None:
+        """Stop listening."""
+
+
+class Channel(Protocol):
+    def publish(self, role: str, message: bytes) -> None:
+        """Send ``message`` to every listener of ``role``; never blocks, never fails."""
+
+    def listen(self, role: str, name: str, on_message: Callable[[bytes], None]) -> Subscription:
+        """Call ``on_message`` on the running event loop with each message for
+        ``role``; ``name`` is unique among the listeners of one host."""
+
+    def close(self) -> None:
+        """Release the channel (after its subscriptions are closed)."""
+
+
+def open_channel(settings: Settings) -> Channel:
+    """The local channel on SQLite; LISTEN/NOTIFY on PostgreSQL."""
+    if settings.is_sqlite:
+        return LocalChannel(settings.data_dir)
+    # Imported here: an embedded deployment never loads the PostgreSQL driver.
+    from taskgate.services.pgchannel import PgChannel
+
+    return PgChannel(settings.resolved_database_url)
 
 
 def channel_dir(data_dir: Path) -> Path:
@@ -36,6 +74,7 @@ class LocalChannel:
     """Sends datagrams to the listeners of a role."""
 
     def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
         self.root = channel_dir(data_dir)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -66,6 +105,11 @@ class LocalChannel:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
                     log.warning("local channel: cannot reach %s: %s", path, exc)
+
+    def listen(self, role: str, name: str, on_message: Callable[[bytes], None]) -> Listener:
+        listener = Listener(self._data_dir, role, name)
+        listener.start(on_message)
+        return listener
 
     def close(self) -> None:
         self._sock.close()

@@ -39,6 +39,7 @@ import orjson
 from standardwebhooks import Webhook
 
 from taskgate import __version__
+from taskgate.core.aio import wait_set
 from taskgate.core.clock import MICROS, iso, now_us
 from taskgate.core.errors import (
     DeliveryNotFound,
@@ -49,6 +50,7 @@ from taskgate.core.errors import (
 from taskgate.core.ids import new_id
 from taskgate.core.models import Event, WebhookEndpoint
 from taskgate.core.states import EventType
+from taskgate.services.backoff import Backoff
 from taskgate.services.netguard import Resolver, delivery_error_code, guarded_client
 from taskgate.services.tasks import MAX_PAGE
 from taskgate.services.webhooks import new_secret
@@ -226,14 +228,15 @@ class Deliverer:
         )
         try:
             async with client:
+                backoff = Backoff("webhook delivery", log)
                 while True:
                     try:
                         await self._step(client)
+                        backoff.succeeded()
                     except asyncio.CancelledError:
                         raise
-                    except Exception:
-                        log.exception("webhook delivery loop failed; trying again")
-                        await asyncio.sleep(self._poll_interval)
+                    except Exception as exc:
+                        await asyncio.sleep(backoff.failed(exc))
         finally:
             await self._abandon()
 
@@ -258,8 +261,7 @@ class Deliverer:
             if due is not None:
                 delay = min(delay, max(0.0, (due - now_us()) / MICROS))
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_set(self._wake, delay)
 
     def _launch(self, client: httpx.AsyncClient, taken: Taken) -> None:
         task = asyncio.create_task(self.attempt(client, taken))

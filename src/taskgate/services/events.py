@@ -3,11 +3,12 @@ task to end.
 
 One :class:`EventHub` per API process reads the events committed since it last
 looked (one query, whoever listens) and hands each to the subscriptions of its task
-and account. It looks when told that something was written (the local channel's
-``api`` wake-up from workers, or this process's own writes) and, while anyone
-listens, at least every poll interval, so a lost wake-up costs latency, never an
-event. A subscription registers before its reader reads the past from the database,
-so nothing falls between the two; what arrives twice is dropped by position.
+and account. It looks when told that something was written (the channel's ``api``
+wake-up from workers and other API processes, or this process's own writes) and,
+while anyone listens, at least every poll interval, so a lost wake-up costs
+latency, never an event. A subscription registers before its reader reads the
+past from the database, so nothing falls between the two; what arrives twice is
+dropped by position.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from taskgate.core.aio import wait_set
 from taskgate.core.errors import InvalidParam, TaskNotFound
 from taskgate.core.models import Event, Task
 from taskgate.core.states import TERMINAL_EVENT
+from taskgate.services.backoff import Backoff
 from taskgate.store import events as repo
 from taskgate.store import tasks as tasks_repo
 from taskgate.store.db import Conn, Database
@@ -137,16 +140,18 @@ class EventHub:
         return sum(map(len, self._by_task.values())) + sum(map(len, self._by_account.values()))
 
     async def _run(self) -> None:
+        backoff = Backoff("event hub: reading the outbox", log)
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            await wait_set(self._wake, self._poll_interval)
             self._wake.clear()
             if self._position is None:
                 continue
             try:
                 await self._read()
-            except Exception:
-                log.exception("event hub: reading the outbox failed")
+                backoff.succeeded()
+            except Exception as exc:
+                # (streams keep their place: the events missed are read on recovery)
+                await asyncio.sleep(backoff.failed(exc))
 
     async def catch_up(self) -> None:
         """Read the outbox now, unless it was read in the last ``_CATCH_UP_SECONDS``.

@@ -1,10 +1,12 @@
 """Retention: deleting expired files' content, purging old terminal tasks, and
 removing scratch files left by a process that died mid-transfer.
 
-Run periodically by the workers (see :mod:`taskgate.worker.runtime`): each pass is
-a few short transactions in batches, and every step is idempotent, so several
-workers may run it at once. A blob is deleted before its row is marked expired; a
-crash in between leaves a row whose content route answers 410 all the same.
+Run periodically by the maintenance leader (see :mod:`taskgate.services.maintenance`):
+each pass is a few short transactions in batches on the writer thread (the leader
+may be an API process, whose event loop must not wait for them), and every step
+is idempotent, so a pass cut short by a change of leader is finished by the next.
+A blob is deleted before its row is marked expired; a crash in between leaves a
+row whose content route answers 410 all the same.
 """
 
 from __future__ import annotations
@@ -88,13 +90,13 @@ class Retention:
         return removed
 
     async def _expire_batch(self, now: int) -> int:
-        due = await self._db.write_nearby(
+        due = await self._db.write(
             lambda conn: files_repo.due_for_expiry(conn, now, self._input_retention_us, BATCH)
         )
         for record in due:
             await asyncio.to_thread(self._storage.delete, record.key)
         ids = [record.id for record in due]
-        await self._db.write_nearby(lambda conn: files_repo.mark_expired(conn, ids, now))
+        await self._db.write(lambda conn: files_repo.mark_expired(conn, ids, now))
         return len(ids)
 
     async def _purge_batch(self, before: int) -> int:
@@ -102,7 +104,7 @@ class Retention:
             ids = repo.terminal_before(conn, before, BATCH)
             return len(ids), repo.purge_tasks(conn, ids)
 
-        count, keys = await self._db.write_nearby(purge)
+        count, keys = await self._db.write(purge)
         for key in keys:
             await asyncio.to_thread(self._storage.delete, key)
         return count

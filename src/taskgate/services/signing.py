@@ -1,7 +1,9 @@
 """Signed, expiring tokens: the secret key, and what it signs.
 
 The key is ``TASKGATE_SECRET_KEY``, or (embedded mode) a random key generated into
-the data dir on first use and kept there. Tokens are itsdangerous' URL-safe timed
+the data dir on first use and kept there. With PostgreSQL every node must sign
+with the same key, so nodes refuse to start without the setting
+(:func:`require_secret_key`). Tokens are itsdangerous' URL-safe timed
 signatures, one salt per purpose, so a token made for one purpose is refused by
 every other.
 """
@@ -32,10 +34,34 @@ STREAM_TOKEN_SECONDS = 15 * 60
 _STREAM_TOKEN_REUSE_SECONDS = 5 * 60
 
 
+class MissingSecretKey(Exception):
+    """A node of a PostgreSQL deployment was started without the shared key."""
+
+
+def require_secret_key(settings: Settings) -> None:
+    """Refuse to run a node (``serve``, ``worker``) of a PostgreSQL deployment
+    without ``TASKGATE_SECRET_KEY``: a key of its own would sign links and stream
+    tokens that the other nodes refuse."""
+    if not settings.is_sqlite and not (settings.secret_key or "").strip():
+        raise MissingSecretKey(
+            "TASKGATE_SECRET_KEY is required with PostgreSQL: set the same secret on every "
+            "node of the deployment (for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+        )
+
+
 def load_secret(settings: Settings) -> str:
-    """The configured secret key, or the data dir's own (made on first use)."""
+    """The configured secret key, or the data dir's own (made on first use).
+
+    With PostgreSQL and no key (an administrative command such as ``taskgate
+    accounts create``, which signs nothing; nodes check :func:`require_secret_key`
+    first), a random key for this process only: nothing is written to a data dir
+    that the deployment does not share.
+    """
     if settings.secret_key:
         return settings.secret_key
+    if not settings.is_sqlite:
+        return secrets.token_urlsafe(48)
     path = settings.data_dir / SECRET_FILE
     with contextlib.suppress(FileNotFoundError):
         return path.read_text().strip()

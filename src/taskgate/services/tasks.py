@@ -29,7 +29,7 @@ from taskgate.core.models import Task
 from taskgate.core.money import parse_credits
 from taskgate.core.states import TaskStatus
 from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit, output_files
-from taskgate.services.channel import API, WORKER, LocalChannel
+from taskgate.services.channel import API, WORKER, Channel
 from taskgate.services.files import FileService
 from taskgate.services.netguard import Resolver, check_url
 from taskgate.store import accounts as accounts_repo
@@ -108,7 +108,7 @@ class TaskService:
         self,
         db: Database,
         registry: Registry,
-        channel: LocalChannel,
+        channel: Channel,
         *,
         on_change: Callable[[], None] | None = None,
         allow_private_urls: bool = False,
@@ -383,7 +383,8 @@ class TaskService:
 
     async def cancel(self, account_id: str, task_id: str) -> TaskView:
         def write(conn: Conn) -> Task:
-            task = repo.get(conn, task_id, account_id)
+            # Locked: a worker's claim skips the row, and its finish waits.
+            task = repo.get_for_update(conn, task_id, account_id)
             if task is None:
                 raise TaskNotFound(task_id)
             now = now_us()
@@ -411,7 +412,7 @@ class TaskService:
         """Purge a terminal task with its events, deliveries and output files."""
 
         def write(conn: Conn) -> list[str]:
-            task = repo.get(conn, task_id, account_id)
+            task = repo.get_for_update(conn, task_id, account_id)
             if task is None:
                 raise TaskNotFound(task_id)
             if not task.terminal:

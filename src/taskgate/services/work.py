@@ -1,8 +1,9 @@
 """The work queue as a worker sees it: each step of the worker loop is one transaction.
 
 A worker records progress and outcomes and claims tasks for its free slots in one
-transaction (:meth:`WorkQueue.step`), renews the leases it holds, recovers the
-expired leases of any worker, and on shutdown puts back what it still runs.
+transaction (:meth:`WorkQueue.step`), renews the leases it holds, and on shutdown
+puts back what it still runs. (The expired leases of any worker are recovered by
+the maintenance leader: :mod:`taskgate.services.maintenance`.)
 """
 
 from __future__ import annotations
@@ -136,15 +137,6 @@ class WorkQueue:
         return await self._db.write_nearby(
             lambda conn: queue.renew(conn, leases, now_us(), self._lease_us)
         )
-
-    async def recover_expired(self) -> list[Task]:
-        """Retry, fail or cancel the tasks of any worker whose lease ran out."""
-        changed = await self._db.write_nearby(
-            lambda conn: queue.recover_expired(conn, now_us(), self._backoff_us)
-        )
-        if changed:
-            self._changed()
-        return changed
 
     async def release(self, leases: Sequence[Lease]) -> list[Task]:
         """Put running tasks back in the queue without spending their attempt."""

@@ -7,24 +7,63 @@ caller's thread: each statement sees one consistent snapshot, a read made of
 several statements does not (anything that must be consistent is read inside a
 write transaction). WAL readers never wait for the writer, so an event loop may
 call them directly without stalling.
+
+Driver errors that mean the database cannot serve right now (it is down,
+restarting, refusing connections, a connection died, the pool is exhausted) become
+:class:`~taskgate.core.errors.Unavailable` here, once: the API answers 503, the
+background loops back off. A PostgreSQL transaction that lost a serialization
+conflict or a deadlock is run again, a few times, before it too counts as
+unavailable; a transaction function must therefore do nothing but its work on the
+connection (nothing outside it that a second run would repeat).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from taskgate.core.errors import Unavailable
 from taskgate.store import postgres, sqlite
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: SQLSTATEs of a transaction the server rolled back for a conflict with another
+#: (serialization failure, deadlock): running it again is the remedy.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+#: Runs of such a transaction before the database counts as unavailable.
+TRANSACTION_ATTEMPTS = 4
+
+
+def _is_conflict(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether a driver error means the database cannot serve now (rather than a
+    bug or a constraint): the caller gets :class:`Unavailable`."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, DBAPIError) and _is_conflict(exc):
+        return Unavailable("The database is busy; try again.")
+    return Unavailable("The database is unavailable.")
+
 
 #: The connection type repositories take; services name it without importing SQLAlchemy.
 Conn = Connection
@@ -64,8 +103,10 @@ class Database:
         try:
             with self.read_engine.begin() as conn:
                 return fn(conn)
-        except OperationalError as exc:
-            raise Unavailable("The database is unavailable.") from exc
+        except (DBAPIError, PoolTimeout) as exc:
+            if _unavailable(exc):
+                raise _translate(exc) from exc
+            raise
 
     def _read_kept(self, fn: Callable[[Connection], T]) -> T:
         # Checking a connection out of the pool for every read costs more than the
@@ -79,19 +120,35 @@ class Database:
                 self._kept = self.read_engine.connect()
             try:
                 return fn(self._kept)
-            except OperationalError as exc:
-                raise Unavailable("The database is unavailable.") from exc
+            except DBAPIError as exc:
+                if _unavailable(exc):
+                    raise _translate(exc) from exc
+                raise
             finally:
                 self._kept.rollback()
         finally:
             self._kept_lock.release()
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
-        try:
-            with self.write_engine.begin() as conn:
-                return fn(conn)
-        except OperationalError as exc:
-            raise Unavailable("The database is unavailable.") from exc
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                with self.write_engine.begin() as conn:
+                    return fn(conn)
+            except (DBAPIError, PoolTimeout) as exc:
+                if not _unavailable(exc):
+                    raise
+                if (
+                    isinstance(exc, DBAPIError)
+                    and _is_conflict(exc)
+                    and attempt < TRANSACTION_ATTEMPTS
+                ):
+                    # The server rolled the transaction back: run it again after a
+                    # short, random pause (so the two sides do not meet again).
+                    log.info("transaction conflict (%s); running it again", exc.orig)
+                    time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
+                    continue
+                raise _translate(exc) from exc
+        raise AssertionError("unreachable")
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self._readers is None:

@@ -172,12 +172,19 @@ def _ready(now: int) -> ColumnElement[bool]:
 
 def take_due(conn: Connection, now: int, limit: int, lease_until: int) -> list[Taken]:
     """Lease up to ``limit`` due deliveries, each the earliest pending one of its
-    target and task, oldest due first."""
+    target and task, oldest due first.
+
+    On PostgreSQL the rows are locked as they are chosen (``SKIP LOCKED``): two
+    deliverers choosing at once would otherwise both read a delivery as free and
+    both lease it. A row leased by a transaction that committed meanwhile is read
+    again and no longer qualifies. (SQLite runs one write transaction at a time.)
+    """
     due = (
         select(_D.c.id)
         .where(_D.c.next_attempt_at <= now, _ready(now))
         .order_by(_D.c.next_attempt_at)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=_D)
     )
     ids = [row[0] for row in conn.execute(due)]
     if not ids:

@@ -29,8 +29,9 @@ def head_revision() -> str | None:
 
 
 def current_revision(db: Database) -> str | None:
-    with db.write_engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    """The database's revision (:class:`~taskgate.core.errors.Unavailable` when it
+    cannot be reached)."""
+    return db.read_sync(lambda conn: MigrationContext.configure(conn).get_current_revision())
 
 
 def is_up_to_date(db: Database) -> bool:

@@ -288,6 +288,19 @@ outbox_cursors = Table(
     Column("position", BigInteger, nullable=False),
 )
 
+# Duties that one process of the deployment runs at a time (the maintenance loop):
+# held by ``holder`` until ``expires_at`` unless renewed; taken over once expired.
+# ``term`` counts the holders the duty has had.
+leader_leases = Table(
+    "leader_leases",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("term", BigInteger, nullable=False),
+    Column("elected_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
 # Uploaded inputs and produced outputs. The blob is at ``files/<id>`` in the storage;
 # ``expired_at`` is set when retention deleted it (the row stays, so the file's
 # content answers 410 rather than 404).

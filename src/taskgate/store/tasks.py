@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, bindparam, func, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy import insert as sql_insert
 
 from taskgate.core.models import Task
@@ -60,11 +70,26 @@ _GET_OWNED = Prepared(
 )
 
 
+_GET_OWNED_FOR_UPDATE = Prepared(
+    select(tasks)
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id"))
+    .with_for_update()
+)
+
+
 def get(conn: Connection, task_id: str, account_id: str | None = None) -> Task | None:
     if account_id is None:
         row = _GET.first(conn, task_id=task_id)
     else:
         row = _GET_OWNED.first(conn, task_id=task_id, account_id=account_id)
+    return Task.from_mapping(row) if row is not None else None
+
+
+def get_for_update(conn: Connection, task_id: str, account_id: str) -> Task | None:
+    """An account's task, its row locked until the transaction ends, so that no
+    worker claims or finishes it meanwhile (PostgreSQL; on SQLite the write
+    transaction already holds the database's lock)."""
+    row = _GET_OWNED_FOR_UPDATE.first(conn, task_id=task_id, account_id=account_id)
     return Task.from_mapping(row) if row is not None else None
 
 
@@ -206,9 +231,41 @@ _AHEAD_SAME = _bounded_count(
 )
 _QUEUED = _bounded_count(_QUEUED_IN)
 _ACCOUNT_TURNS = Prepared(select(accounts.c.id, accounts.c.last_claim_at))
+# Every account's place in the turns and its queued tasks up to a cap, in one
+# statement: a range scan of the claim index per account, each stopping at the cap.
+_QUEUED_PER_ACCOUNT = Prepared(
+    select(
+        accounts.c.id,
+        accounts.c.last_claim_at,
+        select(func.count())
+        .select_from(
+            select(tasks.c.id)
+            .where(tasks.c.account_id == accounts.c.id, tasks.c.status == TaskStatus.QUEUED.value)
+            .correlate(accounts)
+            .limit(bindparam("cap"))
+            .subquery()
+        )
+        .scalar_subquery()
+        .label("queued"),
+    ).where(accounts.c.id != bindparam("account_id"))
+)
+# How many accounts there are, and when the task's own account was last served.
+_TURNS_SUMMARY = Prepared(
+    select(
+        func.count().label("accounts"),
+        func.max(case((accounts.c.id == bindparam("account_id"), accounts.c.last_claim_at))).label(
+            "mine"
+        ),
+    )
+)
+# Past this many index entries in all, the accounts are counted one by one, each
+# count stopping once the position reaches its cap.
+_ONE_STATEMENT_SCAN = 4 * QUEUE_POSITION_CAP
 
 
-def queue_position(conn: Connection, task: Task) -> tuple[int, int]:
+def queue_position(
+    conn: Connection, task: Task, *, one_statement_scan: int = _ONE_STATEMENT_SCAN
+) -> tuple[int, int]:
     """(tasks claimed before this one, of them in its own account), both capped.
 
     Claims take turns between accounts, so before this task, which has ``k``
@@ -219,9 +276,18 @@ def queue_position(conn: Connection, task: Task) -> tuple[int, int]:
     own = int(_AHEAD_HIGHER.scalar(conn, cap=QUEUE_POSITION_CAP, **params))
     if own < QUEUE_POSITION_CAP:
         own += int(_AHEAD_SAME.scalar(conn, cap=QUEUE_POSITION_CAP - own, **params))
-    turns = {row["id"]: row["last_claim_at"] for row in _ACCOUNT_TURNS.all(conn)}
-    mine = _turn_key(turns.pop(task.account_id, None), task.account_id)
+    summary = _TURNS_SUMMARY.first(conn, account_id=task.account_id)
+    assert summary is not None
+    mine = _turn_key(summary["mine"], task.account_id)
+    others = int(summary["accounts"]) - 1
     total = own
+    if (own + 1) * others <= one_statement_scan:
+        for row in _QUEUED_PER_ACCOUNT.all(conn, account_id=task.account_id, cap=own + 1):
+            cap = own + 1 if _turn_key(row["last_claim_at"], row["id"]) < mine else own
+            total += min(int(row["queued"]), cap)
+        return min(total, QUEUE_POSITION_CAP), own
+    turns = {row["id"]: row["last_claim_at"] for row in _ACCOUNT_TURNS.all(conn)}
+    turns.pop(task.account_id, None)
     for other_id, other_last in turns.items():
         if total >= QUEUE_POSITION_CAP:
             break

@@ -7,6 +7,8 @@ import logging
 import signal
 
 from taskgate import logs
+from taskgate.services.ops import schema_is_current
+from taskgate.services.signing import MissingSecretKey, require_secret_key
 from taskgate.settings import Settings
 from taskgate.store import migrate
 from taskgate.store.db import Database
@@ -23,9 +25,13 @@ def run_worker(settings: Settings, slots: int, *, child_of_serve: bool = False) 
         # The server's death (even by SIGKILL) stops this worker with a drain.
         die_with_parent(signal.SIGTERM)
     logs.configure(settings.log_level, settings.log_format)
+    try:
+        require_secret_key(settings)
+    except MissingSecretKey as exc:
+        raise SystemExit(str(exc)) from None
     db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     try:
-        if not migrate.is_up_to_date(db):
+        if not schema_is_current(db):
             if not db.is_sqlite:
                 raise SystemExit("The database schema is out of date: run `taskgate migrate`.")
             migrate.upgrade(db)

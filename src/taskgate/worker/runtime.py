@@ -7,9 +7,12 @@ slots in the same transaction:
 
     finished outcomes + due progress + claims  →  one write  →  assignments
 
-Leases are renewed in bulk; a lease this worker lost (another worker recovered
-the task) stops the local run. Expired leases of any worker are recovered here
-too, guarded by worker id and attempt so that concurrent recoveries are safe.
+Leases are renewed in bulk; a lease this worker lost (the maintenance leader
+recovered the task) stops the local run. The process also campaigns for the
+deployment's maintenance lease (:mod:`taskgate.services.maintenance`): whichever
+process holds it recovers the expired leases of every worker and sweeps retention.
+While the database is unavailable the loops back off and keep what they have to
+write (outcomes, their stored outputs) for when it answers again.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
+from taskgate.core.aio import wait_set
 from taskgate.core.clock import now_us, to_us
 from taskgate.core.ids import new_id
 from taskgate.core.models import StoredFile, Task
 from taskgate.core.states import TaskStatus
 from taskgate.metrics import TASK_DURATION, TASKS_FINISHED
 from taskgate.payloads import map_output_files, output_files
-from taskgate.services.channel import API, WORKER, Listener, LocalChannel
+from taskgate.services.backoff import Backoff
+from taskgate.services.channel import API, WORKER, Subscription, open_channel
 from taskgate.services.files import keep_output, output_entry
-from taskgate.services.retention import Retention
+from taskgate.services.maintenance import maintenance_for
 from taskgate.services.storage import open_storage
 from taskgate.services.work import Finish, Lease, WorkQueue
 from taskgate.settings import Settings
@@ -103,7 +108,8 @@ class WorkerRuntime:
         self.registry = registry
         self.worker_id = worker_id or new_id("wrk")
         self.queues = registry.queues()
-        self._api_channel = LocalChannel(settings.data_dir)
+        # Wake-ups: new tasks and cancellations in, written events out.
+        self._channel = open_channel(settings)
         self.work = WorkQueue(
             db,
             worker_id=self.worker_id,
@@ -111,16 +117,13 @@ class WorkerRuntime:
             lease_us=to_us(settings.lease_seconds),
             backoff_us=to_us(settings.retry_backoff_seconds),
             # Event streams in the API processes read the outbox when woken.
-            on_change=partial(self._api_channel.publish, API, b"e"),
+            on_change=partial(self._channel.publish, API, b"e"),
             output_retention_us=to_us(settings.output_retention.total_seconds()),
             file_workflows=[wf.name for wf in registry if takes_files(wf.input)],
         )
         self._storage = open_storage(settings)
-        self._retention = Retention(
-            db,
-            self._storage,
-            input_retention_us=to_us(settings.input_retention.total_seconds()),
-            task_retention_us=to_us(settings.task_retention.total_seconds()),
+        self.maintenance = maintenance_for(
+            settings, db, self._storage, on_recovered=self._on_recovered
         )
         # The account of each task this worker runs (its outputs are the account's).
         self._accounts: dict[str, str] = {}
@@ -130,13 +133,16 @@ class WorkerRuntime:
         self._stopping = asyncio.Event()
         self._draining = False
         self._finished: list[Finish] = []
+        # Outputs stored for outcomes not yet recorded (a step failed): kept for the
+        # step that records them.
+        self._kept_outputs: dict[str, list[StoredFile]] = {}
         # Running tasks whose pending progress may be stored at the next tick.
         self._progress_due: dict[Lease, Running] = {}
         self._cancel_notices: set[str] = set()
         self._durations: dict[tuple[str, str], Any] = {}
         self._work_root = str(settings.work_dir.resolve())
         self._output_root = str((settings.blob_dir / "outputs").resolve())
-        self._listener: Listener | None = None
+        self._listener: Subscription | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -148,66 +154,84 @@ class WorkerRuntime:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._listener = Listener(
-            self.settings.data_dir, WORKER, self.worker_id.removeprefix("wrk_")
+        self._listener = self._channel.listen(
+            WORKER, self.worker_id.removeprefix("wrk_"), self._on_datagram
         )
-        self._listener.start(self._on_datagram)
         for slot in self.slots:
             self._spawn(slot)
         log.info(
             "worker %s started: %d slots, queues %s", self.worker_id, len(self.slots), self.queues
         )
-        maintenance = asyncio.create_task(self._maintenance())
-        retention = asyncio.create_task(self._sweep_forever())
+        renewals = asyncio.create_task(self._renew_forever())
+        maintenance = asyncio.create_task(self.maintenance.run())
         try:
             await self._schedule_until_stopped()
             await self._drain()
         finally:
-            for job in (maintenance, retention):
+            for job in (renewals, maintenance):
                 job.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
             for slot in self.slots:
                 self._kill(slot)
             self._listener.close()
-            self._api_channel.close()
+            self._channel.close()
             log.info("worker %s stopped", self.worker_id)
 
     async def _schedule_until_stopped(self) -> None:
         poll = self.settings.poll_interval_seconds
+        backoff = Backoff(f"worker {self.worker_id}: scheduling", log)
         while not self._stopping.is_set():
             if not self._kick.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=poll)
+                await wait_set(self._kick, poll)
             else:
                 # Work is waiting: let the loop read pipes and datagrams first.
                 await asyncio.sleep(0)
             self._kick.clear()
             try:
                 await self._tick(claim=True)
-            except Exception:
-                log.exception("worker %s: scheduling failed; retrying", self.worker_id)
-                await asyncio.sleep(min(poll, 1.0))
+                backoff.succeeded()
+            except Exception as exc:
+                # Wait (a stop ends the wait): what the step had to write is kept.
+                await wait_set(self._stopping, backoff.failed(exc))
+                self._kick.set()
 
     async def _drain(self) -> None:
         self._draining = True
         deadline = time.monotonic() + self.settings.drain_seconds
         log.info("worker %s draining for up to %.1fs", self.worker_id, self.settings.drain_seconds)
+        backoff = Backoff(f"worker {self.worker_id}: draining", log)
         while any(slot.running for slot in self.slots) and time.monotonic() < deadline:
             self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=deadline - time.monotonic())
-            await self._tick(claim=False)
-        await self._tick(claim=False)
+            await wait_set(self._kick, deadline - time.monotonic())
+            try:
+                await self._tick(claim=False)
+                backoff.succeeded()
+            except Exception as exc:
+                left = max(0.0, deadline - time.monotonic())
+                await asyncio.sleep(min(backoff.failed(exc), left))
+                self._kick.set()
         leftover = [slot for slot in self.slots if slot.running]
-        if leftover:
-            leases = []
-            for slot in leftover:
-                assert slot.running is not None
-                leases.append(slot.running.lease)
-                self._stop_running(slot)
-                self._kill(slot)
-            released = await self.work.release(leases)
+        leases = []
+        for slot in leftover:
+            assert slot.running is not None
+            leases.append(slot.running.lease)
+            self._stop_running(slot)
+            self._kill(slot)
+        try:
+            await self._tick(claim=False)
+            released = await self.work.release(leases) if leases else []
+        except Exception:
+            # The database is away: the tasks still held go back to the queue when
+            # their leases run out (outcomes not recorded are run again).
+            log.warning(
+                "worker %s could not record its last outcomes; the tasks are retried "
+                "when their leases run out",
+                self.worker_id,
+                exc_info=True,
+            )
+            return
+        if released:
             log.info(
                 "worker %s put %d running tasks back in the queue", self.worker_id, len(released)
             )
@@ -381,11 +405,16 @@ class WorkerRuntime:
         if not finished and not progress and not free:
             return
         outputs = await self._keep_outputs(finished) if finished else None
+        if self._kept_outputs:
+            outputs = {**self._kept_outputs, **(outputs or {})}
+            self._kept_outputs = {}
         try:
             done, claimed, inputs = await self.work.step(progress, finished, len(free), outputs)
         except Exception:
-            # Keep the outcomes: they are applied by the next tick.
+            # Keep the outcomes, and the outputs already stored for them: they are
+            # recorded by the next tick.
             self._finished[:0] = finished
+            self._kept_outputs = outputs or {}
             # (progress is dropped: newer progress or the outcome supersedes it)
             raise
         for task in done:
@@ -568,36 +597,26 @@ class WorkerRuntime:
 
     # -- maintenance -------------------------------------------------------------
 
-    async def _maintenance(self) -> None:
-        """Renew this worker's leases and recover expired ones, a few times per lease."""
+    async def _renew_forever(self) -> None:
+        """Renew this worker's leases, a few times per lease."""
         interval = self.settings.lease_seconds / 3
+        backoff = Backoff(f"worker {self.worker_id}: lease renewal", log, cap=interval)
+        delay = interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(delay)
             try:
                 await self._renew()
-                recovered = await self.work.recover_expired()
-                for task in recovered:
-                    log.warning(
-                        "recovered task from a lost worker: now %s",
-                        task.status,
-                        extra={"task_id": task.id, "attempt": task.attempts},
-                    )
-                if recovered:
-                    self._kick.set()
-            except Exception:
-                log.exception("worker %s: maintenance failed", self.worker_id)
+                backoff.succeeded()
+                delay = interval
+            except Exception as exc:
+                delay = backoff.failed(exc)
 
-    async def _sweep_forever(self) -> None:
-        """Retention: delete expired files and purge old tasks, every
-        ``retention_interval_seconds``. Workers run it (not the API) so that the
-        API's loop serves only requests; several workers running it at once is
-        safe (each step is idempotent)."""
-        while True:
-            await asyncio.sleep(self.settings.retention_interval_seconds)
-            try:
-                await self._retention.sweep()
-            except Exception:
-                log.exception("worker %s: retention failed", self.worker_id)
+    def _on_recovered(self, recovered: list[Task]) -> None:
+        """This process, as the maintenance leader, put tasks back or ended them."""
+        self._channel.publish(API, b"e")
+        # Tasks put back may run on any worker, not only this one.
+        self._channel.publish(WORKER, b"t")
+        self._kick.set()
 
     async def _renew(self) -> None:
         running = {slot.running.lease: slot for slot in self.slots if slot.running is not None}

@@ -83,7 +83,10 @@ class MusicVideoInput(BaseModel):
             "(task_…: its first track), or {task_id, index} (index from 0)."
         )
     )
-    style: Style = Field(default="spectrum", description="Spectrum bars or a waveform.")
+    style: Style = Field(
+        default="spectrum",
+        description="Spectrum bars, a waveform, or particles thrown out with the beat.",
+    )
     background_images: list[ImageRef] | None = Field(
         default=None,
         max_length=MAX_BACKGROUNDS,
@@ -109,8 +112,8 @@ def _estimate(value: MusicVideoInput) -> Estimate:
     price=Rates(video_seconds=Rate("second", CREDITS_PER_SECOND)),
     title="Music video",
     description=(
-        "An audio-reactive MP4 (H.264 + AAC) of a track: spectrum bars or a waveform "
-        f"that follow the sound, over images or a gradient, up to {MAX_SECONDS} s."
+        "An audio-reactive MP4 (H.264 + AAC) of a track: spectrum bars, a waveform or "
+        f"particles that follow the sound, over images or a gradient, up to {MAX_SECONDS} s."
     ),
     timeout=3600,
 )

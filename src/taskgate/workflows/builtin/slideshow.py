@@ -10,67 +10,35 @@ follows the frames; a cancel request is seen within a frame and leaves no file.
 
 from __future__ import annotations
 
-import secrets
 from decimal import Decimal
 from typing import Annotated, Any
 
-import av
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from taskgate.workflows.builtin.media.compose import compose
 from taskgate.workflows.builtin.media.pipeline import make_video
 from taskgate.workflows.builtin.media.slides import Layout, Slides, Transition, transition_frames
-from taskgate.workflows.builtin.media.soundtrack import SAMPLE_RATE, Decoded, Fitted, Synthesised
-from taskgate.workflows.builtin.media.style import style_for
-from taskgate.workflows.builtin.media.synth import Renderer
 from taskgate.workflows.builtin.media.video import (
     FPS,
     Aspect,
     Resolution,
     frame_size,
 )
-from taskgate.workflows.builtin.music import MAX_SECONDS, MIN_SECONDS, MusicInput
-from taskgate.workflows.sdk import (
-    AudioRef,
-    Context,
-    Estimate,
-    ImageRef,
-    Rate,
-    Rates,
-    WorkflowError,
-    workflow,
+from taskgate.workflows.builtin.video_music import (
+    AUDIO_CREDITS_PER_SECOND,
+    VideoMusic,
+    music_estimate,
+    soundtrack_for,
 )
+from taskgate.workflows.sdk import Context, Estimate, ImageRef, Rate, Rates, workflow
 
 MAX_IMAGES = 50
 MAX_CAPTION_CHARS = 200
 VIDEO_CREDITS_PER_SECOND = Decimal("0.01")
 IMAGE_CREDITS = Decimal("0.01")
-#: Composed music costs what the ``music`` workflow charges for it.
-AUDIO_CREDITS_PER_SECOND = Decimal("0.02")
 #: Seconds of work per second of video, for the estimate (measured on 2 cores,
 #: with margin).
 WORK_PER_SECOND: dict[str, float] = {"360p": 0.06, "720p": 0.3, "1080p": 0.7}
 _PREPARED, _RENDERED = 2.0, 98.0  # percent done after each stage
-
-
-class SlideshowMusic(BaseModel):
-    """Either an audio file, or music to compose (a ``music`` workflow input)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file_id: AudioRef | None = Field(
-        default=None, description="An uploaded audio file (file_…) or an http(s) URL of one."
-    )
-    generate: MusicInput | None = Field(
-        default=None,
-        description="Compose music as the music workflow does; its duration follows the video.",
-    )
-
-    @model_validator(mode="after")
-    def _one(self) -> SlideshowMusic:
-        if (self.file_id is None) == (self.generate is None):
-            raise ValueError("give either file_id or generate")
-        return self
 
 
 class SlideshowInput(BaseModel):
@@ -90,7 +58,7 @@ class SlideshowInput(BaseModel):
     ken_burns: bool = Field(default=True, description="Slow zoom and pan over each image.")
     aspect: Aspect = "16:9"
     resolution: Resolution = Field(default="720p", description="The short side of the frame.")
-    music: SlideshowMusic | None = Field(
+    music: VideoMusic | None = Field(
         default=None, description="A soundtrack, cut or looped to the video and faded out."
     )
     captions: list[Annotated[str, Field(max_length=MAX_CAPTION_CHARS)] | None] | None = Field(
@@ -112,46 +80,11 @@ class SlideshowInput(BaseModel):
         return len(self.images) * self.seconds_per_image
 
 
-def _music_seconds(value: SlideshowInput) -> float:
-    """Seconds of music composed for the video (looped when the video is longer)."""
-    return min(MAX_SECONDS, max(MIN_SECONDS, float(value.seconds)))
-
-
 def _estimate(value: SlideshowInput) -> Estimate:
     credits = VIDEO_CREDITS_PER_SECOND * value.seconds + IMAGE_CREDITS * len(value.images)
     work = 1.0 + WORK_PER_SECOND[value.resolution] * value.seconds
-    if value.music is not None and value.music.generate is not None:
-        credits += AUDIO_CREDITS_PER_SECOND * Decimal(str(_music_seconds(value)))
-        work += 0.1 * _music_seconds(value)
-    return Estimate(credits=credits, seconds=work)
-
-
-def soundtrack_for(ctx: Context[SlideshowInput], total: int) -> Fitted | None:
-    """The video's audio, ``total`` samples of it (None: a silent video)."""
-    music = ctx.input.music
-    if music is None:
-        return None
-    if music.file_id is not None:
-        path = ctx.file(music.file_id)
-        try:
-            return Fitted(lambda: Decoded(path), total)
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise WorkflowError(
-                f"input.music.file_id: the audio could not be decoded: {exc}", code="invalid_input"
-            ) from exc
-    spec = music.generate
-    assert spec is not None
-    ctx.progress(0, "composing", "music")
-    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**32)
-    score = compose(
-        style_for(spec.prompt, spec.tags),
-        seed=seed,
-        seconds=_music_seconds(ctx.input),
-        instrumental=spec.instrumental,
-        words=(spec.prompt, *spec.tags),
-    )
-    ctx.usage(audio_seconds=score.seconds)
-    return Fitted(lambda: Synthesised(Renderer(score)), total)
+    music_credits, music_work = music_estimate(value.music, value.seconds)
+    return Estimate(credits=credits + music_credits, seconds=work + music_work)
 
 
 @workflow(
@@ -184,7 +117,7 @@ def slideshow(ctx: Context[SlideshowInput]) -> dict[str, Any]:
         ken_burns=value.ken_burns,
     )
     slides = Slides([ctx.file(ref) for ref in value.images], layout, value.captions)
-    audio = soundtrack_for(ctx, value.seconds * SAMPLE_RATE)
+    audio = soundtrack_for(ctx, value.music, value.seconds)
     ctx.check_cancelled()
     ctx.progress(_PREPARED, "rendering", f"0 of {layout.total_frames} frames")
 

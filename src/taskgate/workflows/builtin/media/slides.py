@@ -24,11 +24,22 @@ from typing import Literal
 
 import av
 import numpy as np
-from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+from taskgate.workflows.builtin.media.layers import (
+    Layer,
+    Pixels,
+    blend,
+    ease,
+    layer_of,
+    planes,
+    to_yuv,
+)
 
 Transition = Literal["crossfade", "slide", "none"]
-Pixels = NDArray[np.uint8]
+#: How an image fills the frame: ``cover`` crops it to the frame's aspect;
+#: ``contain`` shows it whole over a blurred, darkened copy of itself.
+Fit = Literal["cover", "contain"]
 
 #: How far Ken Burns zooms: the crop window's side shrinks by this factor.
 ZOOM = 1.12
@@ -61,6 +72,7 @@ class Layout:
     transition: Transition = "crossfade"
     transition_frames: int = 0
     ken_burns: bool = True
+    fit: Fit = "cover"
 
     @property
     def total_frames(self) -> int:
@@ -74,47 +86,56 @@ def font(size: int) -> ImageFont.FreeTypeFont:
         return ImageFont.truetype(str(local), size)
 
 
-def load_image(path: Path, width: int, height: int) -> Pixels:
-    """An image file as RGB pixels of exactly ``width``×``height``: turned upright
-    (EXIF), scaled to cover the size and centre-cropped to its aspect."""
+def load_image(path: Path, width: int, height: int, fit: Fit = "cover") -> Pixels:
+    """An image file as RGB pixels of exactly ``width``×``height``, turned upright
+    (EXIF): scaled to cover the size and centre-cropped to its aspect, or (with
+    ``fit="contain"``) scaled to fit inside it over a blurred, darkened cover."""
     with Image.open(path) as opened:
         opened.draft("RGB", (width, height))  # JPEG: decode at a reduced scale
-        image = ImageOps.exif_transpose(opened)
-        if image.mode != "RGB":
-            if "A" in image.getbands() or image.mode == "P":
-                # Transparent parts show black, like a player's background.
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (0, 0, 0))
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                image = flat
-            else:
-                image = image.convert("RGB")
+        image = _rgb(ImageOps.exif_transpose(opened))
+        if fit == "cover":
+            return np.asarray(_cover(image, width, height), dtype=np.uint8)
         src_w, src_h = image.size
-        scale = max(width / src_w, height / src_h)
-        crop_w, crop_h = min(src_w, width / scale), min(src_h, height / scale)
-        left, top = max(0.0, (src_w - crop_w) / 2), max(0.0, (src_h - crop_h) / 2)
-        fitted = image.resize(
-            (width, height),
-            Image.Resampling.BICUBIC,
-            box=(left, top, min(src_w, left + crop_w), min(src_h, top + crop_h)),
-            reducing_gap=3.0,
-        )
-        return np.asarray(fitted, dtype=np.uint8)
+        scale = min(width / src_w, height / src_h)
+        inner = (max(2, round(src_w * scale)), max(2, round(src_h * scale)))
+        fitted = image.resize(inner, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        # The backdrop is blurred at an eighth of the size and scaled back up: the
+        # same look as blurring at full size, for a fraction of the work.
+        small = _cover(image, max(2, width // 8), max(2, height // 8))
+        small = small.filter(ImageFilter.BoxBlur(2))
+        small = Image.eval(small, lambda level: level * 45 // 100)
+        backdrop = small.resize((width, height), Image.Resampling.BILINEAR)
+        backdrop.paste(fitted, ((width - inner[0]) // 2, (height - inner[1]) // 2))
+        return np.asarray(backdrop, dtype=np.uint8)
 
 
-@dataclass(frozen=True, slots=True)
-class Caption:
-    """A caption drawn over the bottom band of the frame, in yuv420p planes."""
+def _rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or image.mode == "P":
+        # Transparent parts show black, like a player's background.
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (0, 0, 0))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
 
-    top: int  # first row of the band (even)
-    y: Pixels
-    u: Pixels
-    v: Pixels
-    alpha: NDArray[np.uint16]  # 0..256, full size
-    alpha_half: NDArray[np.uint16]  # 0..256, for the half-size chroma planes
+
+def _cover(image: Image.Image, width: int, height: int) -> Image.Image:
+    """``image`` scaled to cover width×height, centre-cropped to it."""
+    src_w, src_h = image.size
+    scale = max(width / src_w, height / src_h)
+    crop_w, crop_h = min(src_w, width / scale), min(src_h, height / scale)
+    left, top = max(0.0, (src_w - crop_w) / 2), max(0.0, (src_h - crop_h) / 2)
+    return image.resize(
+        (width, height),
+        Image.Resampling.BICUBIC,
+        box=(left, top, min(src_w, left + crop_w), min(src_h, top + crop_h)),
+        reducing_gap=3.0,
+    )
 
 
-def draw_caption(text: str, width: int, height: int) -> Caption:
+def draw_caption(text: str, width: int, height: int) -> Layer:
     """White text on a dark translucent band, wrapped to the frame's width."""
     short = min(width, height)
     size = max(12, round(short * 0.055))
@@ -140,52 +161,11 @@ def draw_caption(text: str, width: int, height: int) -> Caption:
             fill=(255, 255, 255, 255),
             anchor="mm",
         )
-    rgba = np.asarray(layer, dtype=np.uint8)
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba[..., :3]), format="rgb24")
-    y, u, v = planes(_yuv(frame), width, band)
-    alpha: NDArray[np.uint16] = ((rgba[..., 3].astype(np.uint16) * 256 + 127) // 255).astype(
-        np.uint16
-    )
-    half = alpha.reshape(band // 2, 2, width // 2, 2).mean(axis=(1, 3)).astype(np.uint16)
-    return Caption(top, y.copy(), u.copy(), v.copy(), alpha, half)
-
-
-def planes(yuv: Pixels, width: int, height: int) -> tuple[Pixels, Pixels, Pixels]:
-    """Views of the Y, U and V planes of a yuv420p array as PyAV lays it out."""
-    flat = yuv.reshape(-1)
-    luma = width * height
-    chroma = luma // 4
-    y = flat[:luma].reshape(height, width)
-    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
-    v = flat[luma + chroma : luma + 2 * chroma].reshape(height // 2, width // 2)
-    return y, u, v
-
-
-def _blend(a: Pixels, b: Pixels, weight: int) -> Pixels:
-    """``a`` towards ``b`` by weight/256."""
-    mixed = a.astype(np.uint16) * np.uint16(256 - weight) + b.astype(np.uint16) * np.uint16(weight)
-    out: Pixels = (mixed >> 8).astype(np.uint8)
-    return out
-
-
-def _over(base: Pixels, top: Pixels, alpha: NDArray[np.uint16]) -> None:
-    """``top`` over ``base`` (in place), by alpha/256."""
-    mixed = base.astype(np.uint16) * (256 - alpha) + top.astype(np.uint16) * alpha
-    base[...] = (mixed >> 8).astype(np.uint8)
-
-
-def _yuv(frame: av.VideoFrame) -> Pixels:
-    """A frame as a yuv420p array, laid out as PyAV does (Y, then U, then V)."""
-    array = frame.reformat(format="yuv420p").to_ndarray()
-    return array.astype(np.uint8, copy=False)
+    return layer_of(layer, 0, top)
 
 
 def _array(view: av.VideoFrame | Pixels) -> Pixels:
-    return _yuv(view) if isinstance(view, av.VideoFrame) else view
-
-
-def _ease(x: float) -> float:
-    return x * x * (3 - 2 * x)
+    return to_yuv(view) if isinstance(view, av.VideoFrame) else view
 
 
 class Slides:
@@ -206,7 +186,7 @@ class Slides:
         self._captions_text = captions or []
         self._lock = threading.Lock()
         self._images: OrderedDict[int, Pixels] = OrderedDict()
-        self._captions: dict[int, Caption | None] = {}
+        self._captions: dict[int, Layer | None] = {}
 
     # -- prepared parts, made once and shared between threads --------------------------
 
@@ -225,11 +205,10 @@ class Slides:
     def _prepare(self, index: int) -> Pixels:
         """Image ``index`` fitted to the source size, as a yuv420p array: converted
         once, so each frame only crops and scales planes."""
-        pixels = load_image(self.paths[index], *self._source_size)
-        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-        return _yuv(frame)
+        pixels = load_image(self.paths[index], *self._source_size, fit=self.layout.fit)
+        return to_yuv(av.VideoFrame.from_ndarray(pixels, format="rgb24"))
 
-    def _caption(self, index: int) -> Caption | None:
+    def _caption(self, index: int) -> Layer | None:
         with self._lock:
             if index not in self._captions:
                 text = self._captions_text[index] if index < len(self._captions_text) else None
@@ -292,10 +271,10 @@ class Slides:
         current = _array(view)
         amount = 0.0
         if moving:
-            amount = _ease((into + 1) / (layout.transition_frames + 1))
+            amount = ease((into + 1) / (layout.transition_frames + 1))
             following = _array(self._view(index + 1, k))
             if layout.transition == "crossfade":
-                current = _blend(current, following, round(amount * 256))
+                current = blend(current, following, round(amount * 256))
             else:
                 current = self._slide(current, following, amount)
             captions.append(self._caption(index + 1))
@@ -303,7 +282,7 @@ class Slides:
             current = current.copy()  # the cached still is not drawn on
         for caption, weight in zip(captions, (1.0 - amount, amount), strict=False):
             if caption is not None and weight > 0:
-                self._overlay(current, caption, weight)
+                caption.draw(current, layout.width, layout.height, weight=weight)
         return av.VideoFrame.from_ndarray(current, format="yuv420p")
 
     def _slide(self, leaving: Pixels, coming: Pixels, amount: float) -> Pixels:
@@ -322,17 +301,3 @@ class Slides:
             out_plane[:, :keep] = a[:, s:]
             out_plane[:, keep:] = b[:, :s]
         return out
-
-    def _overlay(self, yuv: Pixels, caption: Caption, weight: float) -> None:
-        width, height = self.layout.width, self.layout.height
-        y, u, v = planes(yuv, width, height)
-        band = caption.y.shape[0]
-        top = caption.top
-        scale = round(weight * 256)
-        alpha, half = caption.alpha, caption.alpha_half
-        if scale < 256:
-            alpha = ((alpha * scale) >> 8).astype(np.uint16)
-            half = ((half * scale) >> 8).astype(np.uint16)
-        _over(y[top : top + band], caption.y, alpha)
-        _over(u[top // 2 : (top + band) // 2], caption.u, half)
-        _over(v[top // 2 : (top + band) // 2], caption.v, half)

@@ -1,4 +1,4 @@
-"""Audio-reactive frames: spectrum bars or a waveform over a background.
+"""Audio-reactive frames: spectrum bars, a waveform or particles over a background.
 
 Backgrounds (the given images, darkened, or a gradient) and the title are drawn
 once, in RGB with Pillow, and converted to yuv420p; each frame copies its
@@ -19,10 +19,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+from taskgate.workflows.builtin.media.layers import Pixels, planes
 from taskgate.workflows.builtin.media.listen import Listening
-from taskgate.workflows.builtin.media.slides import Pixels, font, load_image, planes
+from taskgate.workflows.builtin.media.particles import Particles
+from taskgate.workflows.builtin.media.slides import font, load_image
 
-Style = Literal["spectrum", "waveform"]
+Style = Literal["spectrum", "waveform", "particles"]
 #: How much of a background image's brightness shows behind the visuals.
 DIM = 0.45
 
@@ -75,6 +77,9 @@ class Visualizer:
         # The waveform fills its height at the track's loudest moment.
         peak = float(np.abs(listening.waves).max(initial=0.0))
         self._wave_gain = 0.95 / peak if peak > 1e-4 else 1.0
+        self._particles = (
+            Particles(listening, width, height, _palette(24)) if style == "particles" else None
+        )
 
     # -- backgrounds --------------------------------------------------------------
 
@@ -121,7 +126,9 @@ class Visualizer:
 
     def frame(self, k: int) -> av.VideoFrame:
         yuv = self._background(self._background_index(k)).copy()
-        if self.style == "spectrum":
+        if self._particles is not None:
+            self._particles.draw(yuv, k)
+        elif self.style == "spectrum":
             self._bars(yuv, self.listening.bands[k])
         else:
             self._wave(yuv, self.listening.waves[k])
