@@ -1,8 +1,8 @@
 """The chaos run, long: taskgate on PostgreSQL under ``kill -9`` of its processes
-and a database outage, checked against the client's record; prints the figures.
+and a restart of PostgreSQL, checked against the client's record; prints the figures.
 
-    python bench/chaos.py                      # 1,000 tasks, 100 worker kills
-    python bench/chaos.py --restart-postgres   # restart the real cluster once
+    python bench/chaos.py                        # 1,000 tasks, 100 worker kills
+    python bench/chaos.py --outage simulated     # on a shared server (--database)
 
 The run is the one the test suite's short version makes (``tests/chaos/driver.py``).
 Exit status 1 when a check fails.
@@ -15,13 +15,14 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import get_args
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.chaos.cluster import OutageKind  # noqa: E402
 from tests.chaos.driver import ChaosPlan, run  # noqa: E402
-from tests.databases import server_url  # noqa: E402
 
 
 def main() -> int:
@@ -38,22 +39,34 @@ def main() -> int:
         "--outage-seconds", type=float, default=5.0, help="how long each outage lasts (5)"
     )
     parser.add_argument(
-        "--restart-postgres",
-        action="store_true",
-        help="stop and start the whole PostgreSQL cluster (pg_ctlcluster) for each outage "
-        "instead of refusing connections to the run's own database: only on a server "
-        "nobody else is using",
+        "--outage",
+        choices=get_args(OutageKind),
+        default="private",
+        help="private (default): the run makes a PostgreSQL cluster of its own (initdb, "
+        "pg_ctl) and each outage stops and starts it; simulated: on the --database server, "
+        "the run's database refuses connections and its sessions are ended; shared: each "
+        "outage stops and starts the --database server's whole cluster (pg_ctlcluster), "
+        "only on a server nobody else is using",
     )
     parser.add_argument("--api-nodes", type=int, default=2, help="API processes (2)")
     parser.add_argument("--worker-nodes", type=int, default=4, help="worker processes (4)")
     parser.add_argument("--slots", type=int, default=2, help="slots per worker process (2)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (random)")
     parser.add_argument(
-        "--database", default=None, help="PostgreSQL server URL (TASKGATE_TEST_DATABASE_URL)"
+        "--database",
+        default=None,
+        help="PostgreSQL server URL of the simulated and shared outages "
+        "(TASKGATE_TEST_DATABASE_URL)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the logs and the database (the private cluster, stopped, in its directory)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
+    if args.database is not None and args.outage == "private":
+        parser.error("--database is the server of --outage simulated or shared")
 
     plan = ChaosPlan(
         tasks=args.tasks,
@@ -66,14 +79,14 @@ def main() -> int:
         kill_interval=args.kill_interval,
         outage_seconds=args.outage_seconds,
         burst=args.burst,
-        real_restart=args.restart_postgres,
+        outage=args.outage,
         settle_timeout=120.0,
         seed=args.seed,
         keep_database=args.keep,
     )
     with tempfile.TemporaryDirectory(prefix="taskgate-chaos-") as scratch:
         run_dir = Path(tempfile.mkdtemp(prefix="taskgate-chaos-")) if args.keep else Path(scratch)
-        report = run(plan, run_dir, database_server=args.database or server_url())
+        report = run(plan, run_dir, database_server=args.database)
         print(report.render())
         if args.output is not None:
             args.output.parent.mkdir(parents=True, exist_ok=True)

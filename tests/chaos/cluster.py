@@ -1,6 +1,10 @@
-"""The processes and the database of a chaos run: a fresh PostgreSQL database, API
-nodes (``taskgate serve --no-workers``) and worker nodes (``taskgate worker``),
-each restartable after a ``kill -9``, and the database outage.
+"""The processes and the database of a chaos run: API nodes (``taskgate serve
+--no-workers``) and worker nodes (``taskgate worker``), each restartable after a
+``kill -9``, and the PostgreSQL outage (:class:`Outage`): by default a real restart
+of the run's own cluster (:func:`private_restart`, ``tests/pgcluster.py``); on a
+server shared with other work, the run's database refusing connections
+(:class:`RefusedConnections`) or, where nobody else uses it, a restart of the
+shared cluster (:func:`shared_restart`).
 
 Every process is started here and ended here by its own id: a node's SIGKILL takes
 its worker's executor processes with it (they ask the kernel to die with their
@@ -12,10 +16,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -25,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from taskgate.store.postgres import normalise_url
 from tests.helpers import free_port, test_env, wait_until
+from tests.pgcluster import PrivateCluster
 
 NodeKind = Literal["api", "worker"]
 
@@ -178,20 +185,83 @@ def alarm_lines(node: Node, limit: int = 5) -> tuple[int, list[str]]:
     return len(found), found[:limit]
 
 
-class Outage:
-    """Makes PostgreSQL unavailable to the nodes for a while.
+#: How a run takes PostgreSQL away: ``private``, a real restart of a cluster made
+#: for the run; ``simulated``, the run's own database refusing connections on a
+#: shared server; ``shared``, a real restart of the shared server's cluster.
+OutageKind = Literal["private", "simulated", "shared"]
 
-    Simulated (the default): the run's own database refuses new connections
-    (``ALTER DATABASE … ALLOW_CONNECTIONS false``) and its sessions are ended
-    (``pg_terminate_backend``): to the nodes this is what a restart looks like —
-    every connection drops and none can be made until it ends — while the other
-    databases of a shared server carry on. ``real=True`` stops and starts the
-    whole cluster with ``pg_ctlcluster``: only on a server nobody else is using.
-    """
 
-    def __init__(self, server_url: str, database: str, *, real: bool) -> None:
+class Outage(Protocol):
+    """Makes PostgreSQL unavailable to the nodes from :meth:`begin` until
+    :meth:`end`, which returns once the database serves again; :meth:`close`
+    releases what it holds (connections), the database staying up."""
+
+    #: What the report calls it.
+    description: str
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Restart(Outage):
+    """A real restart: the server is stopped (``fast``: every session ended, the
+    server process gone, connections refused) and started again on the same port."""
+
+    def __init__(
+        self,
+        description: str,
+        server_url: str,
+        stop: Callable[[], None],
+        start: Callable[[], None],
+    ) -> None:
+        self.description = description
+        self.server_url = server_url
+        self._stop = stop
+        self._start = start
+
+    def begin(self) -> None:
+        self._stop()
+
+    def end(self) -> None:
+        self._start()
+        wait_for_server(self.server_url, 60)
+
+    def close(self) -> None:
+        """Nothing to release: the server is up after :meth:`end`."""
+
+
+def private_restart(cluster: PrivateCluster) -> Restart:
+    """Restarts the run's own cluster (``tests/pgcluster.py``)."""
+    return Restart(
+        "real restart of a private PostgreSQL cluster", cluster.url, cluster.stop, cluster.start
+    )
+
+
+def shared_restart(server_url: str) -> Restart:
+    """Restarts the whole cluster of a shared server with ``pg_ctlcluster`` (Debian's
+    newest ``main``): only on a server nobody else is using."""
+    return Restart(
+        "real restart of the shared PostgreSQL cluster (pg_ctlcluster)",
+        server_url,
+        lambda: _pg_ctlcluster("stop", "-m", "fast"),
+        lambda: _pg_ctlcluster("start"),
+    )
+
+
+class RefusedConnections(Outage):
+    """A restart as the nodes see it, confined to the run's database on a server that
+    other work shares: the database refuses new connections (``ALTER DATABASE …
+    ALLOW_CONNECTIONS false``) and its sessions are ended (``pg_terminate_backend``),
+    so every connection drops and none can be made until :meth:`end`, while the other
+    databases carry on."""
+
+    description = "simulated: the run's database refuses connections"
+
+    def __init__(self, server_url: str, database: str) -> None:
         self.database = database
-        self.real = real
         self._admin: Engine = create_engine(
             make_url(normalise_url(server_url)),
             isolation_level="AUTOCOMMIT",
@@ -200,16 +270,15 @@ class Outage:
         )
 
     def begin(self) -> None:
-        if self.real:
-            _pg_ctlcluster("stop", "-m", "fast")
-            return
         with self._admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false')
         self.terminate_sessions()
+        # A session that was opening as connections were refused may have slipped in.
+        threading.Event().wait(0.2)
+        self.terminate_sessions()
 
     def terminate_sessions(self) -> int:
-        """End every session of the database (a connection that was opening when
-        connections were refused may have slipped in); how many were ended."""
+        """End every session of the database; how many were ended."""
         with self._admin.connect() as conn:
             ended = conn.execute(
                 text(
@@ -221,9 +290,6 @@ class Outage:
         return int(ended)
 
     def end(self) -> None:
-        if self.real:
-            _pg_ctlcluster("start")
-            return
         with self._admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
 
@@ -244,7 +310,7 @@ def _pg_ctlcluster(action: str, *options: str) -> None:
 
 
 def wait_for_server(server_url: str, timeout: float) -> None:
-    """Until the PostgreSQL server accepts connections again (after a real restart)."""
+    """Until the PostgreSQL server accepts connections (again, after a restart)."""
     admin = create_engine(
         make_url(normalise_url(server_url)), poolclass=NullPool, connect_args={"connect_timeout": 2}
     )

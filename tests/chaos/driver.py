@@ -10,8 +10,11 @@ database and the webhook receiver are checked against the client's record, and
 problems found (none, when taskgate came through). The CI test and
 ``bench/chaos.py`` both call it.
 
-The outage is simulated on the run's own database unless ``real_restart`` is set
-(see ``cluster.Outage``): the PostgreSQL server may be shared with other tests.
+The database is on a PostgreSQL cluster made for the run (``tests/pgcluster.py``),
+and the outage is a real restart of it: the server is stopped, every connection
+drops, none can be made for ``outage_seconds``, and it is started again.
+``ChaosPlan.outage`` picks another kind of outage on a server given by URL, which
+may be shared with other work (see ``cluster.OutageKind``).
 """
 
 from __future__ import annotations
@@ -39,15 +42,19 @@ from tests.chaos.client import Client
 from tests.chaos.cluster import (
     Node,
     Outage,
+    OutageKind,
+    RefusedConnections,
     alarm_lines,
     api_node,
     node_env,
+    private_restart,
     run_cli,
-    wait_for_server,
+    shared_restart,
     worker_node,
 )
 from tests.databases import PostgresServer, server_url
 from tests.helpers import wait_until
+from tests.pgcluster import PrivateCluster
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,9 @@ class ChaosPlan:
     outage_seconds: float = 3.0
     #: Tasks submitted at once around each API kill (taken from ``tasks``).
     burst: int = 40
-    #: Stop and start the whole PostgreSQL cluster instead of simulating the outage.
-    real_restart: bool = False
+    #: ``private``: the run's own cluster, restarted for real; ``simulated`` or
+    #: ``shared`` on the server ``run`` is given (see ``cluster.OutageKind``).
+    outage: OutageKind = "private"
     client_threads: int = 8
     #: How long the client keeps retrying one request before giving it up.
     give_up_after: float = 60.0
@@ -123,10 +131,11 @@ def schedule(plan: ChaosPlan) -> list[tuple[float, str]]:
 
 
 class _Run:
-    def __init__(self, plan: ChaosPlan, run_dir: Path, server: PostgresServer) -> None:
+    def __init__(self, plan: ChaosPlan, run_dir: Path) -> None:
         self.plan = plan
         self.run_dir = run_dir
-        self.server = server
+        #: Seconds to make and start the run's own cluster (None: a given server).
+        self.cluster_setup: float | None = None
         self.rng = random.Random(plan.seed)
         self.report = ChaosReport(plan, run_dir)
         self.apis: list[Node] = []
@@ -182,18 +191,14 @@ class _Run:
         self._time_recovery("api", time.monotonic(), node, through=node)
 
     def outage(self, outage: Outage) -> None:
+        """PostgreSQL away for ``outage_seconds``, then back and serving."""
         started = time.monotonic()
         outage.begin()
         try:
-            if not outage.real:
-                # A session that was opening as connections were refused.
-                threading.Event().wait(0.2)
-                outage.terminate_sessions()
-            threading.Event().wait(max(0.0, self.plan.outage_seconds - 0.2))
+            # How long the fault lasts: not a wait for some state.
+            threading.Event().wait(max(0.0, started + self.plan.outage_seconds - time.monotonic()))
         finally:
             outage.end()
-        if outage.real:
-            wait_for_server(self.server.url.render_as_string(hide_password=False), 60)
         self.kills["postgresql_outage"] += 1
         repaired = time.monotonic()
         self.outage_time += repaired - started
@@ -268,33 +273,52 @@ class _Run:
 
 def run(plan: ChaosPlan, run_dir: Path, *, database_server: str | None = None) -> ChaosReport:
     """Set up, run the schedule, let the work settle, check; every process started
-    is stopped and the database dropped (``keep_database`` keeps it), on failure
-    too."""
+    is stopped and the database dropped, the run's own cluster deleted
+    (``keep_database`` keeps either), on failure too. ``database_server`` is the
+    server of the ``simulated`` and ``shared`` outages (default: the test server)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if plan.seed is None:
         plan = dataclasses.replace(plan, seed=random.randrange(2**32))
-    server = PostgresServer(database_server or server_url())
-    state = _Run(plan, run_dir, server)
-    database_url = server.create(migrated=False)
-    database_name = str(make_url(database_url).database)
-    outage = Outage(
-        server.url.render_as_string(hide_password=False), database_name, real=plan.real_restart
-    )
-    receiver = Receiver()
-    try:
-        _execute(state, database_url, outage, receiver)
-    finally:
-        if state.client is not None:
-            state.client.close()
-        for node in state.nodes:
-            node.stop()
-        receiver.close()
-        outage.close()
-        if not plan.keep_database:
-            with contextlib.suppress(Exception):
-                server.drop(database_url)
-        server.close()
+    state = _Run(plan, run_dir)
+    with contextlib.ExitStack() as stack:
+        cluster: PrivateCluster | None = None
+        if plan.outage == "private":
+            began = time.monotonic()
+            cluster = stack.enter_context(PrivateCluster.started(keep=plan.keep_database))
+            state.cluster_setup = time.monotonic() - began
+            database_server = cluster.url
+        server = PostgresServer(database_server or server_url())
+        stack.callback(server.close)
+        database_url = server.create(migrated=False)
+        if not plan.keep_database and cluster is None:
+            stack.callback(_drop_quietly, server, database_url)
+        outage: Outage
+        if cluster is not None:
+            outage = private_restart(cluster)
+        elif plan.outage == "shared":
+            outage = shared_restart(server.url.render_as_string(hide_password=False))
+        else:
+            outage = RefusedConnections(
+                server.url.render_as_string(hide_password=False),
+                str(make_url(database_url).database),
+            )
+        stack.callback(outage.close)
+        receiver = stack.enter_context(contextlib.closing(Receiver()))
+        if cluster is not None and plan.keep_database:
+            state.report.figures["kept_cluster"] = str(cluster.root)
+        try:
+            _execute(state, database_url, outage, receiver)
+        finally:
+            if state.client is not None:
+                state.client.close()
+            for node in state.nodes:
+                node.stop()
     return state.report
+
+
+def _drop_quietly(server: PostgresServer, database_url: str) -> None:
+    with contextlib.suppress(Exception):
+        server.drop(database_url)
 
 
 def _execute(state: _Run, database_url: str, outage: Outage, receiver: Receiver) -> None:
@@ -473,11 +497,13 @@ def _figures(
         if any(t is None for t in taken):
             state.report.problems.append(f"a probe after a {kind} fault did not complete")
     state.report.figures = {
+        **state.report.figures,
         "nodes": f"{plan.api_nodes} API, {plan.worker_nodes} workers × {plan.slots} slots",
-        "postgresql_outage": "real restart of the cluster" if outage.real else "simulated",
+        "postgresql_outage": outage.description,
         **verdict.figures,
         "kills": dict(state.kills),
         "outage_seconds": state.outage_time,
+        **({"cluster_setup_seconds": state.cluster_setup} if state.cluster_setup else {}),
         "setup_seconds": setup,
         "chaos_seconds": chaos_time,
         "to_settled_seconds": to_settled,

@@ -51,7 +51,8 @@ def test_a_rebound_webhook_host_is_blocked_at_delivery(services: Services) -> No
             try:
                 for _ in range(400):
                     found, _more = await deliverer.list(account.id, endpoint.id)
-                    if found and found[0].attempts:
+                    # (The page and its attempts are two reads: wait for both.)
+                    if found and found[0].attempts and found[0].delivery.last_error:
                         break
                     await asyncio.sleep(0.025)
             finally:

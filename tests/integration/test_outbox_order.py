@@ -16,12 +16,13 @@ from collections import defaultdict
 from functools import partial
 
 import pytest
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from taskgate.composition import Services
 from taskgate.core.models import Event, Task
 from taskgate.store import events
 from taskgate.store.db import Database
+from taskgate.store.tables import events as outbox
 from taskgate.store.tables import tasks
 from tests.integration.taskrows import T0, add_account, insert_tasks, make_task
 
@@ -54,12 +55,32 @@ def _tail_all(db: Database, after: int) -> list[tuple[int, Event]]:
     return db.read_sync(lambda conn: events.tail(conn, after, limit=100_000))
 
 
+def _tail_once_visible(db: Database, after: int, count: int) -> list[tuple[int, Event]]:
+    """The events after ``after`` once ``count`` of them are handed out. The horizon
+    is the whole server's: a transaction of another database on it (the rest of
+    the suite runs beside these tests) holds committed events back until it ends."""
+    deadline = time.monotonic() + DEADLINE
+    while len(seen := _tail_all(db, after)) < count:
+        assert time.monotonic() < deadline, f"{len(seen)} of {count} events handed out"
+        time.sleep(0.01)
+    return seen
+
+
+def _last_position(db: Database) -> int:
+    """The largest position in this test's database, visible to readers or not:
+    every event written from here on has a larger one."""
+    if db.is_sqlite:
+        return db.read_sync(events.head)  # the rowid: no horizon
+    highest = select(func.max(outbox.c.position))
+    return int(db.read_sync(lambda conn: conn.execute(highest).scalar()) or 0)
+
+
 def test_an_event_that_commits_late_is_not_skipped(services: Services) -> None:
     _postgresql_only(services)
     account = add_account(services, "acme")
     older, younger = insert_tasks(services, [make_task(account.id) for _ in range(2)])
     db = services.db
-    start = db.read_sync(events.head)
+    start = _last_position(db)
 
     with db.write_engine.connect() as slow, db.write_engine.connect() as fast:
         slow_tx = slow.begin()
@@ -73,7 +94,7 @@ def test_an_event_that_commits_late_is_not_skipped(services: Services) -> None:
         assert db.read_sync(events.head) <= start
         slow_tx.commit()
 
-    seen = _tail_all(db, start)
+    seen = _tail_once_visible(db, start, 2)
     assert [(e.task_id, e.seq) for _, e in seen] == [(older.id, 2), (younger.id, 2)]
     positions = [p for p, _ in seen]
     assert positions == sorted(positions)
@@ -90,7 +111,7 @@ def test_a_task_s_events_keep_their_order_across_transactions(services: Services
     account = add_account(services, "acme")
     first, shared = insert_tasks(services, [make_task(account.id) for _ in range(2)])
     db = services.db
-    start = db.read_sync(events.head)
+    start = _last_position(db)
     with db.write_engine.connect() as early, db.write_engine.connect() as late:
         early_tx = early.begin()
         _change(early, first.id, T0)  # the early transaction's id is taken here
@@ -98,7 +119,7 @@ def test_a_task_s_events_keep_their_order_across_transactions(services: Services
             _change(late, shared.id, T0)  # seq 2 of the shared task, younger id
         _change(early, shared.id, T0)  # seq 3, written by the older transaction
         early_tx.commit()
-    seen = _tail_all(db, start)
+    seen = _tail_once_visible(db, start, 3)
     order = [(e.task_id, e.seq) for _, e in seen if e.task_id == shared.id]
     assert order == [(shared.id, 2), (shared.id, 3)]
 
@@ -111,7 +132,7 @@ def test_concurrent_writers_and_a_reader_miss_nothing(services: Services) -> Non
     made = insert_tasks(services, [make_task(account.id) for _ in range(6)])
     task_ids = sorted(t.id for t in made)
     url = services.db.url
-    start = services.db.read_sync(events.head)
+    start = _last_position(services.db)
     reads = threading.Condition()
     read_count = [0]
     stop = threading.Event()
@@ -154,6 +175,7 @@ def test_concurrent_writers_and_a_reader_miss_nothing(services: Services) -> Non
     def reader() -> None:
         db = Database(url, pool_size=1)
         position = start
+        finished_by = time.monotonic() + DEADLINE
         try:
             while True:
                 finished = stop.is_set()
@@ -164,8 +186,14 @@ def test_concurrent_writers_and_a_reader_miss_nothing(services: Services) -> Non
                 with reads:
                     read_count[0] += 1
                     reads.notify_all()
+                # Once the writers are done, read until every event written is
+                # handed out (held back while another database's transaction
+                # holds the horizon), or until a deadline shows one never is.
                 if finished and not batch:
-                    return
+                    if len(received) >= len(written) or time.monotonic() > finished_by:
+                        return
+                elif not finished:
+                    finished_by = time.monotonic() + DEADLINE
         except BaseException as exc:
             errors.append(exc)
             stop.set()
