@@ -34,7 +34,9 @@ def planes(yuv: Pixels, width: int, height: int) -> tuple[Pixels, Pixels, Pixels
 
 def to_yuv(frame: av.VideoFrame) -> Pixels:
     """A frame as a yuv420p array, laid out as PyAV does (Y, then U, then V)."""
-    array = frame.reformat(format="yuv420p").to_ndarray()
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    array = frame.to_ndarray()
     return array.astype(np.uint8, copy=False)
 
 

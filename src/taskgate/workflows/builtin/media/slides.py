@@ -255,7 +255,7 @@ class Slides:
             rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
             rows[: crop.shape[0], : crop.shape[1]] = crop
         # swscale on the planes: three times cheaper than scaling RGB and converting.
-        return picture.reformat(layout.width, layout.height, interpolation="BILINEAR")
+        return picture.reformat(layout.width, layout.height, interpolation="FAST_BILINEAR")
 
     def frame(self, k: int) -> av.VideoFrame:
         layout = self.layout
