@@ -103,8 +103,13 @@ def serve_worker(serve_pid: int) -> int:
 
 
 def executors(worker_pid: int) -> set[int]:
-    """A worker's executor processes, one per slot."""
-    return set(spawned_children(worker_pid))
+    """A worker's executor processes, one per slot: forked by the worker's fork
+    server (the platform's default), or spawned by the worker itself."""
+    found = set(spawned_children(worker_pid))
+    for server in children(worker_pid):
+        if alive(server) and "multiprocessing.forkserver" in cmdline(server):
+            found.update(p for p in children(server) if alive(p))
+    return found
 
 
 class WorkerProcess:

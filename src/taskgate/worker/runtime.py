@@ -28,7 +28,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
+from multiprocessing.context import (
+    ForkServerContext,
+    ForkServerProcess,
+    SpawnContext,
+    SpawnProcess,
+)
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
@@ -57,6 +62,25 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
 
 
+#: Imported once by the fork server, so that an executor forked from it starts
+#: ready: taskgate's own modules (the built-in workflows bring numpy and PyAV).
+#: A team's workflow modules are imported in each executor instead, never in the
+#: server: one that sets up a GPU or threads at import must not be forked.
+EXECUTOR_PRELOAD = ["taskgate.worker.executor", "taskgate.workflows.builtin"]
+
+
+def _executor_context() -> ForkServerContext | SpawnContext:
+    """Executors start from a fork server where the platform has one: importing
+    the workflows costs about a second of CPU, paid once there rather than by
+    every executor (16 slots started at once spent 8 of a 2-core machine's
+    seconds on it). Elsewhere they are spawned."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(EXECUTOR_PRELOAD)
+    return context
+
+
 def _context(lease: Lease) -> dict[str, object]:
     return {"task_id": lease.task_id, "attempt": lease.attempt}
 
@@ -80,7 +104,7 @@ class Slot:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.process: SpawnProcess | None = None
+        self.process: SpawnProcess | ForkServerProcess | None = None
         self.conn: Connection | None = None
         self.cancel: MpEvent | None = None
         self.ready = False
@@ -128,7 +152,7 @@ class WorkerRuntime:
         # The account of each task this worker runs (its outputs are the account's).
         self._accounts: dict[str, str] = {}
         self.slots = [Slot(i) for i in range(slots)]
-        self._mp = multiprocessing.get_context("spawn")
+        self._mp = _executor_context()
         self._kick = asyncio.Event()
         self._stopping = asyncio.Event()
         self._draining = False
