@@ -127,7 +127,8 @@ def close(conn: Connection, ended: Iterable[Task], now: int) -> None:
         totals[2] += charged
     if entries:
         _INSERT.execute_many(conn, entries)
-    for account_id, (reserved, refunded, charged) in released.items():
+    # In account order, as every transaction locks accounts' rows (PostgreSQL).
+    for account_id, (reserved, refunded, charged) in sorted(released.items()):
         _RELEASE.execute(
             conn, account_id=account_id, reserved=reserved, refunded=refunded, charged=charged
         )

@@ -17,6 +17,12 @@ the tasks it deals out:
 - ``chosen`` deals them out one per account per round, accounts in turn order,
   as the SQLite claim does.
 
+``turns`` asks whether an account has ready work with a scalar subquery (its
+first ready task in the claim index, ``LIMIT 1``) rather than ``EXISTS``: the
+planner turns ``EXISTS`` into a semi-join, and with the statistics of a table
+that just filled (or before any ``ANALYZE``) it chose to read every queued task
+and group them by account, 15 ms a claim with 15,000 queued.
+
 Both CTEs are ``MATERIALIZED``: the planner may not fold a locking subquery with
 a LIMIT into the outer statement and run it more than once. The caller then
 moves the served accounts to the back of the round and counts them as running,
@@ -43,10 +49,10 @@ WITH turns AS MATERIALIZED (
     SELECT a.id, a.concurrency_limit - a.running AS free, a.last_claim_at
     FROM accounts AS a
     WHERE a.running < a.concurrency_limit
-      AND EXISTS (
-          SELECT 1 FROM tasks AS q
-          WHERE q.account_id = a.id AND q.status = '{TaskStatus.QUEUED.value}'
-            AND q.queue = :queue AND q.run_at <= :now)
+      AND (SELECT 1 FROM tasks AS q
+           WHERE q.account_id = a.id AND q.status = '{TaskStatus.QUEUED.value}'
+             AND q.queue = :queue AND q.run_at <= :now
+           LIMIT 1) IS NOT NULL
     ORDER BY a.last_claim_at NULLS FIRST, a.id
     LIMIT :limit
     FOR UPDATE OF a SKIP LOCKED

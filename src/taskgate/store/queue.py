@@ -304,11 +304,13 @@ def finish_many(conn: Connection, outcomes: Sequence[Finish], now: int) -> list[
         applied = _apply(conn, outcome, now)
         if applied is not None:
             changed.append(applied)
-    left = [task for task, _ in changed]
-    _leave_running(conn, left)
-    ledger.close(conn, (task for task in left if task.terminal), now)
     for event_type in dict.fromkeys(kind for _, kind in changed):
         events.append(conn, [task for task, kind in changed if kind is event_type], event_type, now)
+    # The accounts' rows last: on PostgreSQL another worker's transaction ending
+    # tasks of the same account waits for this one's lock until it commits.
+    left = [task for task, _ in changed]
+    ledger.close(conn, (task for task in left if task.terminal), now)
+    _leave_running(conn, left)
     return [task for task, _ in changed]
 
 

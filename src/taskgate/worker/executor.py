@@ -318,4 +318,9 @@ def main(
         job = Assignment(*job)
         channel.begin(job.task_id, job.attempt)
         report = run_assignment(registry, job, channel, storage)
-        channel.finish(job.task_id, job.attempt, report)
+        try:
+            channel.finish(job.task_id, job.attempt, report)
+        except (BrokenPipeError, ConnectionResetError):
+            # The worker is gone (killed): nobody is left to tell, and its lease
+            # on the task runs out. Exit as the kernel would have made us.
+            return

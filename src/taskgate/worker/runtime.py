@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 # Progress is stored at most this often per task; the last update is always stored.
 PROGRESS_INTERVAL = 0.5
+#: The first retry of a claim that left slots idle (doubling up to the poll interval).
+CLAIM_AGAIN_SECONDS = 0.005
 
 
 #: Imported once by the fork server, so that an executor forked from it starts
@@ -156,6 +158,8 @@ class WorkerRuntime:
         self._kick = asyncio.Event()
         self._stopping = asyncio.Event()
         self._draining = False
+        # When to claim again although nothing woke the loop (None: at the poll).
+        self._claim_again: float | None = None
         self._finished: list[Finish] = []
         # Outputs stored for outcomes not yet recorded (a step failed): kept for the
         # step that records them.
@@ -207,7 +211,7 @@ class WorkerRuntime:
         backoff = Backoff(f"worker {self.worker_id}: scheduling", log)
         while not self._stopping.is_set():
             if not self._kick.is_set():
-                await wait_set(self._kick, poll)
+                await wait_set(self._kick, min(poll, self._claim_again or poll))
             else:
                 # Work is waiting: let the loop read pipes and datagrams first.
                 await asyncio.sleep(0)
@@ -460,6 +464,23 @@ class WorkerRuntime:
             await self._drop_unkept_outputs(outputs, done)
         for slot, task in zip(free, claimed, strict=False):
             self._assign(slot, task, inputs.get(task.id, {}))
+        if free:
+            self._schedule_claim_again(len(claimed) < len(free), bool(claimed or finished))
+
+    def _schedule_claim_again(self, short: bool, busy: bool) -> None:
+        """After a claim that left slots idle, claim again soon, then less and less
+        often, until the poll interval takes over. A short claim may mean an empty
+        queue, or (PostgreSQL) accounts whose rows another worker's transaction
+        held: claims skip those rather than wait, and nothing wakes this worker
+        when that transaction commits."""
+        if not short:
+            self._claim_again = None
+        elif busy:
+            self._claim_again = CLAIM_AGAIN_SECONDS
+        elif self._claim_again is not None:
+            self._claim_again *= 2
+            if self._claim_again >= self.settings.poll_interval_seconds:
+                self._claim_again = None
 
     def _duration(self, workflow: str, status: str) -> Any:
         """The duration histogram of one workflow and status (looked up once)."""
