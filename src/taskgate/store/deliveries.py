@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskgate.core.models import WebhookEndpoint
+from taskgate.store.prepared import Prepared
 from taskgate.store.tables import (
     accounts,
     outbox_cursors,
@@ -153,9 +154,11 @@ def callback_secret(conn: Connection, account_id: str) -> str | None:
 # -- taking and settling ------------------------------------------------------------
 
 
-def _ready(now: int) -> ColumnElement[bool]:
-    """Pending, not taken, and the earliest pending delivery of its target and task."""
+def _ready() -> ColumnElement[bool]:
+    """Pending, not taken at ``:now``, and the earliest pending delivery of its
+    target and task."""
     earlier = _D.alias("earlier")
+    now = bindparam("now", type_=_D.c.next_attempt_at.type)
     return and_(
         _D.c.status == "pending",
         (_D.c.leased_until.is_(None)) | (_D.c.leased_until < now),
@@ -170,6 +173,18 @@ def _ready(now: int) -> ColumnElement[bool]:
     )
 
 
+# Built and compiled once: the deliverer asks both after every batch of events,
+# webhooks or not, on the API's event loop.
+_DUE = Prepared(
+    select(_D.c.id)
+    .where(_D.c.next_attempt_at <= bindparam("now"), _ready())
+    .order_by(_D.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True, of=_D)
+)
+_NEXT_DUE = Prepared(select(func.min(_D.c.next_attempt_at).label("due")).where(_ready()))
+
+
 def take_due(conn: Connection, now: int, limit: int, lease_until: int) -> list[Taken]:
     """Lease up to ``limit`` due deliveries, each the earliest pending one of its
     target and task, oldest due first.
@@ -179,14 +194,7 @@ def take_due(conn: Connection, now: int, limit: int, lease_until: int) -> list[T
     both lease it. A row leased by a transaction that committed meanwhile is read
     again and no longer qualifies. (SQLite runs one write transaction at a time.)
     """
-    due = (
-        select(_D.c.id)
-        .where(_D.c.next_attempt_at <= now, _ready(now))
-        .order_by(_D.c.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=_D)
-    )
-    ids = [row[0] for row in conn.execute(due)]
+    ids = [row["id"] for row in _DUE.all(conn, now=now, limit=limit)]
     if not ids:
         return []
     conn.execute(update(_D).where(_D.c.id.in_(ids)).values(leased_until=lease_until))
@@ -235,7 +243,7 @@ def next_due(conn: Connection, now: int) -> int | None:
     """When the next delivery that can be taken is due (None when there is none;
     a delivery waiting behind one in flight is not counted: that one's end wakes
     the deliverer)."""
-    found = conn.execute(select(func.min(_D.c.next_attempt_at)).where(_ready(now))).scalar()
+    found = _NEXT_DUE.scalar(conn, now=now)
     return int(found) if found is not None else None
 
 
