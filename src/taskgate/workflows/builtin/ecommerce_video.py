@@ -21,12 +21,11 @@ from taskgate.workflows.builtin.media.pipeline import make_video
 from taskgate.workflows.builtin.media.promo import Promo, PromoText, parse_colour
 from taskgate.workflows.builtin.media.video import FPS, Aspect, Resolution, frame_size
 from taskgate.workflows.builtin.video_music import (
-    AUDIO_CREDITS_PER_SECOND,
+    PicturePricing,
     VideoMusic,
-    music_estimate,
     soundtrack_for,
 )
-from taskgate.workflows.sdk import Context, Estimate, ImageRef, Rate, Rates, workflow
+from taskgate.workflows.sdk import Context, Estimate, ImageRef, workflow
 
 MAX_IMAGES = 10
 MAX_TITLE_CHARS = 80
@@ -34,11 +33,11 @@ MAX_BULLETS = 5
 MAX_BULLET_CHARS = 80
 MAX_PRICE_CHARS = 24
 MAX_CALL_CHARS = 40
-VIDEO_CREDITS_PER_SECOND = Decimal("0.02")
-IMAGE_CREDITS = Decimal("0.01")
-#: Seconds of work per second of video, for the estimate (measured on 2 cores,
-#: with margin).
-WORK_PER_SECOND: dict[str, float] = {"360p": 0.08, "720p": 0.35, "1080p": 0.8}
+PRICING = PicturePricing(
+    video_credits_per_second=Decimal("0.02"),
+    image_credits=Decimal("0.01"),
+    work_per_second={"360p": 0.08, "720p": 0.35, "1080p": 0.8},
+)
 _PREPARED, _RENDERED = 2.0, 98.0  # percent done after each stage
 
 
@@ -92,21 +91,16 @@ DEFAULT_ACCENT = "#e4572e"
 
 
 def _estimate(value: EcommerceVideoInput) -> Estimate:
-    credits = VIDEO_CREDITS_PER_SECOND * value.duration + IMAGE_CREDITS * len(value.product_images)
-    work = 1.0 + WORK_PER_SECOND[value.resolution] * value.duration
-    music_credits, music_work = music_estimate(value.music, value.duration)
-    return Estimate(credits=credits + music_credits, seconds=work + music_work)
+    return PRICING.estimate(
+        value.duration, len(value.product_images), value.resolution, value.music
+    )
 
 
 @workflow(
     "ecommerce-video",
     input=EcommerceVideoInput,
     estimate=_estimate,
-    price=Rates(
-        video_seconds=Rate("second", VIDEO_CREDITS_PER_SECOND),
-        image_count=Rate("image", IMAGE_CREDITS),
-        audio_seconds=Rate("second", AUDIO_CREDITS_PER_SECOND),
-    ),
+    price=PRICING.rates(),
     title="E-commerce video",
     description=(
         "Turns 1–10 product images and a title, price, bullet points and call to action "

@@ -24,20 +24,19 @@ from taskgate.workflows.builtin.media.video import (
     frame_size,
 )
 from taskgate.workflows.builtin.video_music import (
-    AUDIO_CREDITS_PER_SECOND,
+    PicturePricing,
     VideoMusic,
-    music_estimate,
     soundtrack_for,
 )
-from taskgate.workflows.sdk import Context, Estimate, ImageRef, Rate, Rates, workflow
+from taskgate.workflows.sdk import Context, Estimate, ImageRef, workflow
 
 MAX_IMAGES = 50
 MAX_CAPTION_CHARS = 200
-VIDEO_CREDITS_PER_SECOND = Decimal("0.01")
-IMAGE_CREDITS = Decimal("0.01")
-#: Seconds of work per second of video, for the estimate (measured on 2 cores,
-#: with margin).
-WORK_PER_SECOND: dict[str, float] = {"360p": 0.06, "720p": 0.3, "1080p": 0.7}
+PRICING = PicturePricing(
+    video_credits_per_second=Decimal("0.01"),
+    image_credits=Decimal("0.01"),
+    work_per_second={"360p": 0.06, "720p": 0.3, "1080p": 0.7},
+)
 _PREPARED, _RENDERED = 2.0, 98.0  # percent done after each stage
 
 
@@ -81,21 +80,14 @@ class SlideshowInput(BaseModel):
 
 
 def _estimate(value: SlideshowInput) -> Estimate:
-    credits = VIDEO_CREDITS_PER_SECOND * value.seconds + IMAGE_CREDITS * len(value.images)
-    work = 1.0 + WORK_PER_SECOND[value.resolution] * value.seconds
-    music_credits, music_work = music_estimate(value.music, value.seconds)
-    return Estimate(credits=credits + music_credits, seconds=work + music_work)
+    return PRICING.estimate(value.seconds, len(value.images), value.resolution, value.music)
 
 
 @workflow(
     "slideshow",
     input=SlideshowInput,
     estimate=_estimate,
-    price=Rates(
-        video_seconds=Rate("second", VIDEO_CREDITS_PER_SECOND),
-        image_count=Rate("image", IMAGE_CREDITS),
-        audio_seconds=Rate("second", AUDIO_CREDITS_PER_SECOND),
-    ),
+    price=PRICING.rates(),
     title="Slideshow",
     description=(
         "Turns 1–50 images into an MP4 (H.264 + AAC) with Ken Burns motion, crossfade or "

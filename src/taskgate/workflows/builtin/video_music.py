@@ -8,6 +8,7 @@ workflow prices it; an uploaded file costs nothing more.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +20,7 @@ from taskgate.workflows.builtin.media.soundtrack import SAMPLE_RATE, Decoded, Fi
 from taskgate.workflows.builtin.media.style import style_for
 from taskgate.workflows.builtin.media.synth import Renderer
 from taskgate.workflows.builtin.music import MAX_SECONDS, MIN_SECONDS, MusicInput
-from taskgate.workflows.sdk import AudioRef, Context, WorkflowError
+from taskgate.workflows.sdk import AudioRef, Context, Estimate, Rate, Rates, WorkflowError
 
 #: Composed music costs what the ``music`` workflow charges for it.
 AUDIO_CREDITS_PER_SECOND = Decimal("0.02")
@@ -61,6 +62,34 @@ def music_estimate(music: VideoMusic | None, video_seconds: float) -> tuple[Deci
         AUDIO_CREDITS_PER_SECOND * Decimal(str(seconds)),
         WORK_PER_AUDIO_SECOND * seconds,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PicturePricing:
+    """The price and estimate of a video made of pictures and a soundtrack: per
+    second of video, per picture, and the soundtrack's (composed music only)."""
+
+    video_credits_per_second: Decimal
+    image_credits: Decimal
+    #: Seconds of work per second of video, by resolution (measured on 2 cores,
+    #: with margin).
+    work_per_second: dict[str, float]
+
+    def estimate(
+        self, seconds: float, images: int, resolution: str, music: VideoMusic | None
+    ) -> Estimate:
+        credits = self.video_credits_per_second * Decimal(str(seconds))
+        credits += self.image_credits * images
+        work = 1.0 + self.work_per_second[resolution] * seconds
+        music_credits, music_work = music_estimate(music, seconds)
+        return Estimate(credits=credits + music_credits, seconds=work + music_work)
+
+    def rates(self) -> Rates:
+        return Rates(
+            video_seconds=Rate("second", self.video_credits_per_second),
+            image_count=Rate("image", self.image_credits),
+            audio_seconds=Rate("second", AUDIO_CREDITS_PER_SECOND),
+        )
 
 
 def soundtrack_for(
