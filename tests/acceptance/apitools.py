@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -186,6 +187,41 @@ def wait_status(
         reached, timeout=timeout, interval=0.02, message=f"{task_id} to be {sorted(wanted)}"
     )
     return found
+
+
+def cancel_while_rendering(
+    http: httpx.Client, data_dir: Path, task_id: str, *, past_percent: float
+) -> dict[str, Any]:
+    """Cancel a media task once it renders past ``past_percent``, and check what
+    every media workflow promises: cancelled within 2 s, no output, and no file
+    of the task left in the blobs or the scratch space. Returns the task."""
+
+    def rendering() -> bool:
+        current = http.get(f"/v1/tasks/{task_id}")
+        assert current.status_code == 200, current.text
+        task = current.json()
+        assert task["status"] in {"queued", "running"}, task
+        progress = task.get("progress") or {}
+        return (
+            progress.get("stage") == "rendering" and (progress.get("percent") or 0) > past_percent
+        )
+
+    wait_until(rendering, timeout=60, interval=0.05, message=f"{task_id} to be rendering")
+    asked = time.monotonic()
+    assert http.post(f"/v1/tasks/{task_id}/cancel").status_code == 202
+    done = wait_status(http, task_id, TERMINAL, timeout=10)
+    took = time.monotonic() - asked
+    assert done["status"] == "cancelled", done
+    assert took < 2.0, took
+    assert done["output"] == []
+    leftovers = [
+        path
+        for root in ("blobs", "work")
+        for path in (data_dir / root).rglob("*")
+        if task_id in str(path) and path.is_file()
+    ]
+    assert leftovers == []
+    return done
 
 
 def cancel_quietly(http: httpx.Client, task_ids_: Iterable[str]) -> None:

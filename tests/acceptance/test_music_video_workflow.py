@@ -5,7 +5,6 @@ by frame; visuals that follow the sound; cancellation; bad inputs."""
 from __future__ import annotations
 
 import io
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests import filesamples
 from tests.acceptance.apitools import (
     Account,
     assert_error,
+    cancel_while_rendering,
     json_of,
     module_server,
     quick_account,
@@ -29,7 +29,7 @@ from tests.acceptance.apitools import (
     wait_status,
 )
 from tests.databases import Backend
-from tests.helpers import ServerProcess, wait_until
+from tests.helpers import ServerProcess
 from tests.media.analysis import decode
 from tests.media.video import decode_video, measure_frames
 
@@ -182,27 +182,7 @@ def test_cancel_mid_render_stops_within_two_seconds_leaving_no_file(
     audio = upload(http, wav(loud_then_silent(90.0, loud=90.0)), "long.wav")
     task = submit(http, "music-video", input={"audio": audio, "resolution": "360p"})
 
-    def rendering() -> bool:
-        current = json_of(http.get(f"/v1/tasks/{task['id']}"), 200)
-        assert current["status"] in {"queued", "running"}, current
-        progress = current.get("progress") or {}
-        return progress.get("stage") == "rendering" and (progress.get("percent") or 0) > 15
-
-    wait_until(rendering, timeout=60, interval=0.05, message="the video to be rendering")
-    asked = time.monotonic()
-    assert http.post(f"/v1/tasks/{task['id']}/cancel").status_code == 202
-    done = wait_status(http, task["id"], {"cancelled", "completed", "failed"}, timeout=10)
-    took = time.monotonic() - asked
-    assert done["status"] == "cancelled", done
-    assert took < 2.0, took
-    assert done["output"] == []
-    leftovers = [
-        path
-        for root in ("blobs", "work")
-        for path in (srv.data_dir / root).rglob("*")
-        if task["id"] in str(path) and path.is_file()
-    ]
-    assert leftovers == []
+    cancel_while_rendering(http, srv.data_dir, task["id"], past_percent=15)
 
 
 # -- bad inputs ------------------------------------------------------------------------

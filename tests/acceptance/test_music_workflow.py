@@ -3,7 +3,6 @@ MP3s and covers fetched and decoded; cancellation mid-render; bad inputs."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,13 +15,14 @@ from PIL import Image
 
 from tests.acceptance.apitools import (
     assert_error,
+    cancel_while_rendering,
     json_of,
     module_server,
     submit,
     wait_status,
 )
 from tests.databases import Backend
-from tests.helpers import ServerProcess, wait_until
+from tests.helpers import ServerProcess
 from tests.media.analysis import decode
 
 pytestmark = pytest.mark.acceptance
@@ -110,29 +110,8 @@ def test_cancel_mid_render_stops_within_two_seconds_leaving_no_file(
 ) -> None:
     task = submit(http, "music", input={"prompt": "a long epic", "duration": 240, "seed": 1})
 
-    def rendering() -> bool:
-        current = json_of(http.get(f"/v1/tasks/{task['id']}"), 200)
-        assert current["status"] in {"queued", "running"}, current
-        progress = current.get("progress") or {}
-        return progress.get("stage") == "rendering" and (progress.get("percent") or 0) > 3
-
-    wait_until(rendering, timeout=60, interval=0.05, message="the track to be rendering")
-    asked = time.monotonic()
-    assert http.post(f"/v1/tasks/{task['id']}/cancel").status_code == 202
-    done = wait_status(http, task["id"], {"cancelled", "completed", "failed"}, timeout=10)
-    took = time.monotonic() - asked
-    assert done["status"] == "cancelled", done
-    assert took < 2.0, took
-    assert done["output"] == []
+    done = cancel_while_rendering(http, srv.data_dir, task["id"], past_percent=3)
     assert done["progress"]["percent"] < 100
-    # Nothing left behind: no output directory, no scratch files of the task.
-    leftovers = [
-        path
-        for root in ("blobs", "work")
-        for path in (srv.data_dir / root).rglob("*")
-        if task["id"] in str(path) and path.is_file()
-    ]
-    assert leftovers == []
 
 
 def test_the_catalogue_publishes_the_input_schema_and_price(http: httpx.Client) -> None:
