@@ -21,12 +21,10 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
@@ -42,7 +40,16 @@ from dispatch import DispatchResult, handler_time
 from drain import bench_settings, drain, enqueue
 from pgserver import fresh_database, server_url
 from probe import Probe
-from procs import BENCH_DIR, running, steal_seconds, tail, taskgate_cli, taskgate_env, wait_for
+from procs import (
+    BENCH_DIR,
+    running,
+    steal_seconds,
+    tail,
+    taskgate_cli,
+    taskgate_env,
+    wait_for,
+    work_dir,
+)
 from taskgate.composition import build
 from taskgate.payloads import WorkflowSubmit
 
@@ -517,18 +524,6 @@ class Peers:
             say(f"target taskgate dispatch p50 ≤ 5 ms: {'met' if met else 'MISSED'}")
 
 
-@contextlib.contextmanager
-def _work_dir(keep: bool) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="taskgate-peers-"))
-    try:
-        yield root
-    finally:
-        if keep:
-            say(f"data dirs and logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -536,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown systems: {', '.join(sorted(unknown))}")
     say(f"PostgreSQL server: {server_url()}; Redis broker: {args.redis_url}")
-    with _work_dir(args.keep) as root:
+    with work_dir("taskgate-peers-", args.keep) as root:
         peers = Peers(args, root)
         for name in SYSTEMS:
             if name in chosen:

@@ -28,13 +28,11 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from subprocess import Popen
@@ -58,6 +56,7 @@ from procs import (
     taskgate_cli,
     taskgate_env,
     wait_for,
+    work_dir,
 )
 from wrk import WrkResult, run_wrk
 
@@ -473,23 +472,11 @@ def _source() -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _work_dir(keep: bool) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
-    try:
-        yield root
-    finally:
-        if keep:
-            say(f"data dirs and logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.database == "postgresql":
         say(f"PostgreSQL server: {server_url()}")
-    with _work_dir(args.keep) as root, contextlib.ExitStack() as databases:
+    with work_dir("taskgate-bench-", args.keep) as root, contextlib.ExitStack() as databases:
         bench = Bench(args, root, databases)
         ceiling = bench.phase("ceiling", lambda: bench.ceiling("uvloop"))
         rate = ceiling["ceiling"]["rate"] if ceiling else 0.0

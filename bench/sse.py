@@ -29,10 +29,9 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from array import array
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,17 @@ from typing import Any, cast
 
 import httpx
 
-from procs import BENCH_DIR, HOST, answers, free_port, running, steal_seconds, tail, taskgate_env
+from procs import (
+    BENCH_DIR,
+    HOST,
+    answers,
+    free_port,
+    running,
+    steal_seconds,
+    tail,
+    taskgate_env,
+    work_dir,
+)
 from procs import wait_for as wait_until
 from taskgate.composition import build
 from taskgate.settings import Settings
@@ -817,18 +826,6 @@ def write_results(path: Path, args: argparse.Namespace, results: Results, met: b
     say(f"\nresults written to {path}")
 
 
-@contextlib.contextmanager
-def _work_dir(keep: bool) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="taskgate-sse-"))
-    try:
-        yield root
-    finally:
-        if keep:
-            say(f"data dirs and logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     nofile = raise_nofile(args.nofile)
@@ -840,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results: Results = {}
     failed = False
-    with _work_dir(args.keep) as root:
+    with work_dir("taskgate-sse-", args.keep) as root:
         phases = [("baseline", args.baseline_streams), ("load", args.streams)]
         for name, streams in phases:
             if streams <= 0:
