@@ -6,6 +6,7 @@ that every response, a 500 included, carries ``X-Request-Id``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -30,6 +31,25 @@ RAW_SEND = "taskgate.raw_send"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+class _RequestIds:
+    """``req_`` + 8 random bytes drawn once per process + a counter: unique across
+    processes and restarts without reading the system's random source per request."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = "req_" + os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):08x}"
+
+
+_new_request_id = _RequestIds()
+
+
 class Edge:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, access_log: bool = True) -> None:
         self.app = app
@@ -51,7 +71,7 @@ class Edge:
                 content_type = value
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else None
-        rid = rid or "req_" + os.urandom(12).hex()
+        rid = rid or _new_request_id()
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500

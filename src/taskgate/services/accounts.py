@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import string
@@ -71,6 +72,13 @@ def well_formed(key: str) -> bool:
 def hash_key(key: str) -> str:
     # Keys carry 190 random bits: one SHA-256 is enough, no slow hash needed.
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_if_well_formed(key: str) -> str | None:
+    # Every request of a key checks and hashes the same string: remembered for the
+    # keys in use (the outcome depends on the string alone, never on the database).
+    return hash_key(key) if well_formed(key) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +281,12 @@ class AccountService:
     # -- authentication --------------------------------------------------------
 
     async def authenticate(self, key: str | None) -> Principal:
-        if key is None or not well_formed(key):
+        digest = None if key is None else _digest_if_well_formed(key)
+        if digest is None:
             raise Unauthenticated("Missing or malformed API key.")
-        digest = hash_key(key)
-        found = await self._db.read(lambda conn: repo.authenticate(conn, digest))
+        found = await self._db.read_memo(
+            ("api_key", digest), lambda conn: repo.authenticate(conn, digest)
+        )
         if found is None or found["revoked_at"] is not None:
             raise Unauthenticated("Invalid or revoked API key.")
         self._key_use[found["id"]] = now_us()

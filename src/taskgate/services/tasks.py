@@ -103,6 +103,18 @@ def decode_cursor(cursor: str) -> str:
     return value
 
 
+def _view_of(conn: Conn, task: Task) -> TaskView:
+    """A task with its place in the queue (read when it is queued)."""
+    if task.status is not TaskStatus.QUEUED:
+        return TaskView(task)
+    position, own_ahead = repo.queue_position(conn, task)
+    account = accounts_repo.get(conn, task.account_id)
+    slots = account.concurrency_limit if account else 1
+    # Tasks ahead in the account run ``slots`` at a time before this one.
+    waves = own_ahead // slots + 1
+    return TaskView(task, position, round(waves * task.expected_seconds, 3))
+
+
 class TaskService:
     def __init__(
         self,
@@ -318,10 +330,15 @@ class TaskService:
         )
 
     async def get(self, account_id: str, task_id: str) -> TaskView:
-        task = await self._db.read(lambda conn: repo.get(conn, task_id, account_id))
-        if task is None:
+        def read(conn: Conn) -> TaskView | None:
+            task = repo.get(conn, task_id, account_id)
+            return None if task is None else _view_of(conn, task)
+
+        # The route clients poll: served again from memory while nothing changed.
+        view = await self._db.read_memo(("task", task_id, account_id), read)
+        if view is None:
             raise TaskNotFound(task_id)
-        return await self._view(task)
+        return view
 
     async def query(
         self, account_id: str, task_id: str | None, out_task_id: str | None
@@ -426,13 +443,4 @@ class TaskService:
     async def _view(self, task: Task) -> TaskView:
         if task.status is not TaskStatus.QUEUED:
             return TaskView(task)
-
-        def read(conn: Conn) -> TaskView:
-            position, own_ahead = repo.queue_position(conn, task)
-            account = accounts_repo.get(conn, task.account_id)
-            slots = account.concurrency_limit if account else 1
-            # Tasks ahead in the account run ``slots`` at a time before this one.
-            waves = own_ahead // slots + 1
-            return TaskView(task, position, round(waves * task.expected_seconds, 3))
-
-        return await self._db.read(read)
+        return await self._db.read(lambda conn: _view_of(conn, task))

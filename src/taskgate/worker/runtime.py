@@ -65,10 +65,12 @@ CLAIM_AGAIN_SECONDS = 0.005
 
 
 #: Imported once by the fork server, so that an executor forked from it starts
-#: ready: taskgate's own modules (the built-in workflows bring numpy and PyAV).
+#: ready: taskgate's own modules (the built-in workflows bring numpy and PyAV), and
+#: its command line, which multiprocessing runs again in every child when the
+#: program is the ``taskgate`` script (a quarter of a second of CPU each).
 #: A team's workflow modules are imported in each executor instead, never in the
 #: server: one that sets up a GPU or threads at import must not be forked.
-EXECUTOR_PRELOAD = ["taskgate.worker.executor", "taskgate.workflows.builtin"]
+EXECUTOR_PRELOAD = ["taskgate.worker.executor", "taskgate.workflows.builtin", "taskgate.cli.main"]
 
 
 def _executor_context() -> ForkServerContext | SpawnContext:
