@@ -245,21 +245,26 @@ class Deliverer:
         more = await self.fan_out()
         await self._settle_done()
         free = self._concurrency - len(self._inflight)
-        taken: list[Taken] = []
+        due: int | None = None
         if free > 0:
+            # A read says whether anything is due: most steps (events that nobody
+            # subscribed to) then write nothing.
+            due = await self._db.read(lambda conn: repo.next_due(conn, now_us()))
             now = now_us()
-            taken = await self._db.write(
-                lambda conn: repo.take_due(conn, now, free, now + self._lease_us)
-            )
-            for item in taken:
-                self._launch(client, item)
-        if more or self._done or (taken and len(taken) == free):
+            if due is not None and due <= now:
+                taken = await self._db.write(
+                    lambda conn: repo.take_due(conn, now, free, now + self._lease_us)
+                )
+                for item in taken:
+                    self._launch(client, item)
+                if len(taken) == free:
+                    return
+                due = await self._db.read(lambda conn: repo.next_due(conn, now_us()))
+        if more or self._done:
             return
         delay = self._poll_interval
-        if len(self._inflight) < self._concurrency:
-            due = await self._db.read(lambda conn: repo.next_due(conn, now_us()))
-            if due is not None:
-                delay = min(delay, max(0.0, (due - now_us()) / MICROS))
+        if due is not None and len(self._inflight) < self._concurrency:
+            delay = min(delay, max(0.0, (due - now_us()) / MICROS))
         if delay > 0:
             await wait_set(self._wake, delay)
 

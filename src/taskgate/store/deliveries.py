@@ -82,10 +82,13 @@ class Taken:
 # -- the fan-out cursor ---------------------------------------------------------
 
 
+_CURSOR = Prepared(
+    select(outbox_cursors.c.position).where(outbox_cursors.c.name == bindparam("name"))
+)
+
+
 def cursor(conn: Connection, name: str) -> int | None:
-    found = conn.execute(
-        select(outbox_cursors.c.position).where(outbox_cursors.c.name == name)
-    ).scalar()
+    found = _CURSOR.scalar(conn, name=name)
     return int(found) if found is not None else None
 
 
@@ -111,18 +114,24 @@ def enabled_endpoints(
     conn: Connection, account_ids: Iterable[str]
 ) -> dict[str, list[WebhookEndpoint]]:
     """The enabled endpoints of these accounts, by account."""
+    # Account by account: a batch of events is most often one account's, and the
+    # statement is compiled once.
     found: dict[str, list[WebhookEndpoint]] = {}
-    wanted = sorted(set(account_ids))
-    if not wanted:
-        return found
-    rows = conn.execute(
-        select(webhook_endpoints).where(
-            webhook_endpoints.c.account_id.in_(wanted), webhook_endpoints.c.status == "enabled"
-        )
-    ).mappings()
-    for row in rows:
-        found.setdefault(row["account_id"], []).append(WebhookEndpoint(**row))
+    for account_id in sorted(set(account_ids)):
+        rows = _ENABLED_ENDPOINTS.all(conn, account_id=account_id)
+        if rows:
+            found[account_id] = [WebhookEndpoint(**row) for row in rows]
     return found
+
+
+_ENABLED_ENDPOINTS = Prepared(
+    select(webhook_endpoints)
+    .where(
+        webhook_endpoints.c.account_id == bindparam("account_id"),
+        webhook_endpoints.c.status == "enabled",
+    )
+    .order_by(webhook_endpoints.c.id)
+)
 
 
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
