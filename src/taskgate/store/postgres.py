@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 #: A transaction left open this long by a stalled process is ended by the server: an
 #: open transaction holds back the outbox's visibility horizon (see ``events``)
@@ -20,6 +22,10 @@ POOL_TIMEOUT_S = 10
 #: given up after this long rather than waited on forever: TCP keepalives probe an
 #: idle one, and unacknowledged data ends a busy one (``tcp_user_timeout``).
 DEAD_PEER_TIMEOUT_MS = 15_000
+#: A pooled connection unused for longer than this is pinged before it is used
+#: again, so that the first call after a database restart gets a new connection
+#: instead of failing on one the restart closed.
+PING_AFTER_IDLE_S = 1.0
 
 
 def _json_dumps(value: Any) -> str:
@@ -48,9 +54,8 @@ def engine(url: str, *, pool_size: int) -> Engine:
 
     Every wait is bounded, so that a database that is down or unreachable makes a
     caller fail fast (as unavailable) rather than hang: connecting, waiting for a
-    pooled connection, and a peer that stopped answering. A pooled connection is
-    pinged before use, so the first call after a database restart gets a new one
-    instead of failing on a connection the restart closed.
+    pooled connection, and a peer that stopped answering. A pooled connection idle
+    for a while is pinged before use (``PING_AFTER_IDLE_S``).
     """
     options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     connect_args: dict[str, Any] = {
@@ -63,13 +68,32 @@ def engine(url: str, *, pool_size: int) -> Engine:
         "keepalives_count": 5,
         "tcp_user_timeout": DEAD_PEER_TIMEOUT_MS,
     }
-    return create_engine(
+    created = create_engine(
         normalise_url(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
-        pool_pre_ping=True,
         connect_args=connect_args,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
+
+    # SQLAlchemy's pre-ping would ping before every use: a round trip more for each
+    # read. A connection back in the pool only moments ago is used as it is (if it
+    # died meanwhile, the error invalidates it like any disconnect).
+    @event.listens_for(created, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(created, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_S:
+            return
+        try:
+            created.dialect.do_ping(dbapi_connection)
+        except created.dialect.loaded_dbapi.Error as exc:
+            # The pool drops this connection and checks out another (a new one).
+            raise DisconnectionError(str(exc)) from exc
+
+    return created

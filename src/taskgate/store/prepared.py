@@ -114,14 +114,23 @@ class Prepared:
     @contextlib.contextmanager
     def _cursor(conn: Connection, plan: _Plan) -> Iterator[Any]:
         """A driver cursor; driver errors come out as SQLAlchemy's, as from
-        ``Connection.execute``."""
+        ``Connection.execute``, and a connection found dead is invalidated, so that
+        the pool drops it rather than reusing it."""
         dialect = conn.dialect
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             yield cursor
         except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+            if lost:
+                conn.invalidate(exc)
             raise DBAPIError.instance(
-                plan.sql, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                plan.sql,
+                None,
+                exc,
+                dialect.loaded_dbapi.Error,
+                dialect=dialect,
+                connection_invalidated=lost,
             ) from exc
         finally:
             cursor.close()
