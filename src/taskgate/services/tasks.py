@@ -32,7 +32,6 @@ from taskgate.payloads import MAX_IDEMPOTENCY_KEY_CHARS, WorkflowSubmit, output_
 from taskgate.services.channel import API, WORKER, Channel
 from taskgate.services.files import FileService
 from taskgate.services.netguard import Resolver, check_url
-from taskgate.store import accounts as accounts_repo
 from taskgate.store import retention
 from taskgate.store import tasks as repo
 from taskgate.store.db import Conn, Database
@@ -107,12 +106,10 @@ def _view_of(conn: Conn, task: Task) -> TaskView:
     """A task with its place in the queue (read when it is queued)."""
     if task.status is not TaskStatus.QUEUED:
         return TaskView(task)
-    position, own_ahead = repo.queue_position(conn, task)
-    account = accounts_repo.get(conn, task.account_id)
-    slots = account.concurrency_limit if account else 1
+    place = repo.queue_position(conn, task)
     # Tasks ahead in the account run ``slots`` at a time before this one.
-    waves = own_ahead // slots + 1
-    return TaskView(task, position, round(waves * task.expected_seconds, 3))
+    waves = place.own_ahead // place.slots + 1
+    return TaskView(task, place.position, round(waves * task.expected_seconds, 3))
 
 
 class TaskService:

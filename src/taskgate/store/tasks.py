@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Select,
     and_,
     bindparam,
-    case,
     func,
     literal,
     select,
@@ -212,11 +212,10 @@ def count_queued(conn: Connection, account_id: str) -> int:
     return int(_COUNT_QUEUED.scalar(conn, account_id=account_id))
 
 
-def _bounded_count(condition: Any) -> Prepared:
-    return Prepared(
-        select(func.count()).select_from(
-            select(tasks.c.id).where(condition).limit(bindparam("cap")).subquery()
-        )
+def _bounded_count(condition: Any) -> Select[Any]:
+    """How many tasks meet ``condition``, counting no further than ``:cap``."""
+    return select(func.count()).select_from(
+        select(tasks.c.id).where(condition).limit(bindparam("cap")).subquery()
     )
 
 
@@ -229,7 +228,7 @@ _AHEAD_HIGHER = _bounded_count(_QUEUED_IN & (tasks.c.priority > bindparam("prior
 _AHEAD_SAME = _bounded_count(
     _QUEUED_IN & (tasks.c.priority == bindparam("priority")) & (tasks.c.id < bindparam("id"))
 )
-_QUEUED = _bounded_count(_QUEUED_IN)
+_QUEUED = Prepared(_bounded_count(_QUEUED_IN))
 _ACCOUNT_TURNS = Prepared(select(accounts.c.id, accounts.c.last_claim_at))
 # Every account's place in the turns and its queued tasks up to a cap, in one
 # statement: a range scan of the claim index per account, each stopping at the cap.
@@ -249,13 +248,21 @@ _QUEUED_PER_ACCOUNT = Prepared(
         .label("queued"),
     ).where(accounts.c.id != bindparam("account_id"))
 )
-# How many accounts there are, and when the task's own account was last served.
-_TURNS_SUMMARY = Prepared(
+# Where the task stands in its own account, and the account's place in the turns,
+# in one statement (one round trip on PostgreSQL).
+_PLACE = Prepared(
     select(
-        func.count().label("accounts"),
-        func.max(case((accounts.c.id == bindparam("account_id"), accounts.c.last_claim_at))).label(
-            "mine"
-        ),
+        _AHEAD_HIGHER.scalar_subquery().label("higher"),
+        _AHEAD_SAME.scalar_subquery().label("same"),
+        select(func.count()).select_from(accounts).scalar_subquery().label("accounts"),
+        select(accounts.c.last_claim_at)
+        .where(accounts.c.id == bindparam("account_id"))
+        .scalar_subquery()
+        .label("mine"),
+        select(accounts.c.concurrency_limit)
+        .where(accounts.c.id == bindparam("account_id"))
+        .scalar_subquery()
+        .label("slots"),
     )
 )
 # Past this many index entries in all, the accounts are counted one by one, each
@@ -263,29 +270,43 @@ _TURNS_SUMMARY = Prepared(
 _ONE_STATEMENT_SCAN = 4 * QUEUE_POSITION_CAP
 
 
+class QueuePlace(NamedTuple):
+    #: Tasks claimed before this one (capped at ``QUEUE_POSITION_CAP``).
+    position: int
+    #: Of them, in the task's own account.
+    own_ahead: int
+    #: The account's concurrency limit (its tasks run this many at a time).
+    slots: int
+
+
 def queue_position(
     conn: Connection, task: Task, *, one_statement_scan: int = _ONE_STATEMENT_SCAN
-) -> tuple[int, int]:
-    """(tasks claimed before this one, of them in its own account), both capped.
+) -> QueuePlace:
+    """Tasks claimed before this one, of them in its own account (both capped), and
+    the account's concurrency limit.
 
     Claims take turns between accounts, so before this task, which has ``k``
     queued tasks ahead of it in its account, each other account gets up to ``k``
     of its own queued tasks claimed (``k + 1`` if its turn comes first).
     """
-    params = {"account_id": task.account_id, "priority": task.priority, "id": task.id}
-    own = int(_AHEAD_HIGHER.scalar(conn, cap=QUEUE_POSITION_CAP, **params))
-    if own < QUEUE_POSITION_CAP:
-        own += int(_AHEAD_SAME.scalar(conn, cap=QUEUE_POSITION_CAP - own, **params))
-    summary = _TURNS_SUMMARY.first(conn, account_id=task.account_id)
-    assert summary is not None
-    mine = _turn_key(summary["mine"], task.account_id)
-    others = int(summary["accounts"]) - 1
+    place = _PLACE.first(
+        conn,
+        account_id=task.account_id,
+        priority=task.priority,
+        id=task.id,
+        cap=QUEUE_POSITION_CAP,
+    )
+    assert place is not None
+    own = min(int(place["higher"]) + int(place["same"]), QUEUE_POSITION_CAP)
+    slots = int(place["slots"] or 1)
+    mine = _turn_key(place["mine"], task.account_id)
+    others = int(place["accounts"]) - 1
     total = own
     if (own + 1) * others <= one_statement_scan:
         for row in _QUEUED_PER_ACCOUNT.all(conn, account_id=task.account_id, cap=own + 1):
             cap = own + 1 if _turn_key(row["last_claim_at"], row["id"]) < mine else own
             total += min(int(row["queued"]), cap)
-        return min(total, QUEUE_POSITION_CAP), own
+        return QueuePlace(min(total, QUEUE_POSITION_CAP), own, slots)
     turns = {row["id"]: row["last_claim_at"] for row in _ACCOUNT_TURNS.all(conn)}
     turns.pop(task.account_id, None)
     for other_id, other_last in turns.items():
@@ -294,7 +315,7 @@ def queue_position(
         cap = own + 1 if _turn_key(other_last, other_id) < mine else own
         if cap:
             total += int(_QUEUED.scalar(conn, account_id=other_id, cap=cap))
-    return min(total, QUEUE_POSITION_CAP), own
+    return QueuePlace(min(total, QUEUE_POSITION_CAP), own, slots)
 
 
 def _turn_key(last_claim_at: int | None, account_id: str) -> tuple[int, str]:
