@@ -143,6 +143,31 @@ class Prepared:
                 plan.learn_types(cursor.description)
             return [plan.row(values) for values in cursor.fetchall()]
 
+    def all_many(
+        self, conn: Connection, params: Sequence[dict[str, Any]]
+    ) -> list[list[dict[str, Any]]]:
+        """Run the statement once per parameter set; each run's rows, in order. On
+        PostgreSQL the runs go in one pipeline: one round trip for all of them."""
+        if not params:
+            return []
+        plan = self._plan(conn.dialect)
+        results: list[list[dict[str, Any]]] = []
+        with self._cursor(conn, plan) as cursor:
+            if conn.dialect.name != "postgresql":
+                for one in params:
+                    cursor.execute(plan.sql, plan.args(one))
+                    if plan.plain is None:
+                        plan.learn_types(cursor.description)
+                    results.append([plan.row(values) for values in cursor.fetchall()])
+                return results
+            cursor.executemany(plan.sql, [plan.args(one) for one in params], returning=True)
+            while True:
+                if plan.plain is None:
+                    plan.learn_types(cursor.description)
+                results.append([plan.row(values) for values in cursor.fetchall()])
+                if not cursor.nextset():
+                    return results
+
     def first(self, conn: Connection, **params: Any) -> dict[str, Any] | None:
         rows = self.all(conn, **params)
         return rows[0] if rows else None

@@ -299,9 +299,23 @@ def finish(conn: Connection, outcome: Finish, now: int) -> Task | None:
 def finish_many(conn: Connection, outcomes: Sequence[Finish], now: int) -> list[Task]:
     """Apply attempts' outcomes; returns the tasks changed (the others were no
     longer held by their workers)."""
+    # Every outcome's update in one batch (one round trip on PostgreSQL); the few
+    # that match no row (a cancel asked for meanwhile, a lease lost) are settled
+    # one by one after.
+    planned = [_finish_plan(outcome, now) for outcome in outcomes]
+    found: list[list[dict[str, Any]]] = [[] for _ in planned]
+    for statement in (_FINISH, _FINISH_CANCELLED):
+        indexes = [i for i, (chosen, _) in enumerate(planned) if chosen is statement]
+        results = statement.all_many(conn, [planned[i][1] for i in indexes])
+        for i, rows in zip(indexes, results, strict=True):
+            found[i] = rows
     changed: list[tuple[Task, EventType]] = []
-    for outcome in outcomes:
-        applied = _apply(conn, outcome, now)
+    for outcome, rows in zip(outcomes, found, strict=True):
+        applied = (
+            (Task.from_mapping(rows[0]), _finish_event(outcome))
+            if rows
+            else _apply_again(conn, outcome, now)
+        )
         if applied is not None:
             changed.append(applied)
     for event_type in dict.fromkeys(kind for _, kind in changed):
@@ -314,7 +328,14 @@ def finish_many(conn: Connection, outcomes: Sequence[Finish], now: int) -> list[
     return [task for task, _ in changed]
 
 
-def _apply(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType] | None:
+def _finish_event(outcome: Finish) -> EventType:
+    if outcome.status is TaskStatus.QUEUED:
+        return EventType.REQUEUED
+    return TERMINAL_EVENT[outcome.status]
+
+
+def _finish_plan(outcome: Finish, now: int) -> tuple[Prepared, dict[str, Any]]:
+    """The statement that applies an outcome, and its parameters."""
     requeue = outcome.status is TaskStatus.QUEUED
     params: dict[str, Any] = {
         "status": outcome.status.value,
@@ -342,11 +363,21 @@ def _apply(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType
         params["progress_percent"] = 100.0
         params["charge"] = outcome.charge
     cancelled = outcome.status is TaskStatus.CANCELLED
-    row = (_FINISH_CANCELLED if cancelled else _FINISH).first(conn, **params)
+    return (_FINISH_CANCELLED if cancelled else _FINISH), params
+
+
+def _apply(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType] | None:
+    statement, params = _finish_plan(outcome, now)
+    row = statement.first(conn, **params)
     if row is not None:
-        kind = EventType.REQUEUED if requeue else TERMINAL_EVENT[outcome.status]
-        return Task.from_mapping(row), kind
-    if cancelled:
+        return Task.from_mapping(row), _finish_event(outcome)
+    return _apply_again(conn, outcome, now)
+
+
+def _apply_again(conn: Connection, outcome: Finish, now: int) -> tuple[Task, EventType] | None:
+    """An outcome whose update matched no row: as a cancellation if a cancel was
+    asked for while the attempt ran, else nothing (the lease is gone)."""
+    if outcome.status is TaskStatus.CANCELLED:
         return None
     # Either the lease is gone, or a cancel was asked for while the attempt ran.
     return _apply(
