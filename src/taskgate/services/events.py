@@ -42,6 +42,12 @@ _BACKLOG_LIMIT = 10_000
 _QUEUE_LIMIT = 10_000
 # How often at most a woken stream makes the hub read the outbox again.
 _CATCH_UP_SECONDS = 0.01
+# An account with more open streams than this has them woken together, at most
+# this long after an event: a task's events a few milliseconds apart (created,
+# started, completed) then go out in one write per stream instead of one each.
+# With few streams each is woken at once.
+_WAKE_AT_ONCE = 64
+_COALESCE_SECONDS = 0.01
 
 
 @dataclass(eq=False)
@@ -62,14 +68,19 @@ class Subscription:
     waiter: asyncio.Future[None] | None = None
     overflowed: bool = False
 
-    def put(self, item: tuple[int, Event] | None) -> None:
+    def put(self, item: tuple[int, Event] | None, *, wake: bool = True) -> None:
         if self.overflowed:
             return
         if item is not None and len(self.items) >= _QUEUE_LIMIT:
             self.overflowed = True
             self.items.clear()
             item = None
+            wake = True
         self.items.append(item)
+        if wake:
+            self.wake()
+
+    def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -116,6 +127,9 @@ class EventHub:
         self._reading = False
         self._again = False
         self._last_read = 0.0
+        # Accounts whose streams have events waiting for the coalesced wake-up.
+        self._to_wake: set[str] = set()
+        self._wake_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -123,6 +137,9 @@ class EventHub:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,8 +213,25 @@ class EventHub:
         item = (position, event)
         for sub in self._by_task.get(event.task_id, ()):
             sub.put(item)
-        for sub in self._by_account.get(event.account_id, ()):
-            sub.put(item)
+        subs = self._by_account.get(event.account_id, ())
+        if len(subs) <= _WAKE_AT_ONCE:
+            for sub in subs:
+                sub.put(item)
+            return
+        for sub in subs:
+            sub.put(item, wake=False)
+        self._to_wake.add(event.account_id)
+        if self._wake_timer is None:
+            self._wake_timer = asyncio.get_running_loop().call_later(
+                _COALESCE_SECONDS, self._wake_accounts
+            )
+
+    def _wake_accounts(self) -> None:
+        self._wake_timer = None
+        accounts, self._to_wake = self._to_wake, set()
+        for account_id in accounts:
+            for sub in self._by_account.get(account_id, ()):
+                sub.wake()
 
     # -- subscriptions -------------------------------------------------------
 
