@@ -24,9 +24,9 @@ that just filled (or before any ``ANALYZE``) it chose to read every queued task
 and group them by account, 15 ms a claim with 15,000 queued.
 
 Both CTEs are ``MATERIALIZED``: the planner may not fold a locking subquery with
-a LIMIT into the outer statement and run it more than once. The caller then
-moves the served accounts to the back of the round and counts them as running,
-in the same transaction, on rows it already holds.
+a LIMIT into the outer statement and run it more than once. ``admitted`` then
+moves the served accounts to the back of the round and counts their tasks as
+running, on rows the statement already holds: one round trip for the whole claim.
 """
 
 from __future__ import annotations
@@ -73,18 +73,30 @@ WITH turns AS MATERIALIZED (
     ) AS q
 ), chosen AS (
     SELECT id, turn FROM picked ORDER BY rank, turn LIMIT :limit
+), started AS (
+    UPDATE tasks SET
+        status = '{TaskStatus.RUNNING.value}',
+        attempts = tasks.attempts + 1,
+        worker_id = :claimer,
+        lease_expires_at = :lease_expires_at,
+        started_at = :now,
+        updated_at = :now,
+        event_seq = tasks.event_seq + 1
+    FROM chosen
+    WHERE tasks.id = chosen.id AND tasks.status = '{TaskStatus.QUEUED.value}'
+    RETURNING {_RETURNED}, chosen.turn
+), served AS (
+    SELECT account_id, count(*) AS started,
+           row_number() OVER (ORDER BY min(turn)) - 1 AS served_order
+    FROM started GROUP BY account_id
+), admitted AS (
+    UPDATE accounts SET
+        running = accounts.running + served.started,
+        last_claim_at = :now + served.served_order
+    FROM served
+    WHERE accounts.id = served.account_id
 )
-UPDATE tasks SET
-    status = '{TaskStatus.RUNNING.value}',
-    attempts = tasks.attempts + 1,
-    worker_id = :claimer,
-    lease_expires_at = :lease_expires_at,
-    started_at = :now,
-    updated_at = :now,
-    event_seq = tasks.event_seq + 1
-FROM chosen
-WHERE tasks.id = chosen.id AND tasks.status = '{TaskStatus.QUEUED.value}'
-RETURNING {_RETURNED}, chosen.turn
+SELECT * FROM started
 """
     )
     .bindparams(
@@ -102,8 +114,9 @@ def start(
     conn: Connection, *, queue: str, limit: int, claimer: str, now: int, lease_expires_at: int
 ) -> list[Task]:
     """Start up to ``limit`` ready tasks of ``queue``: per account in turn order, and
-    within an account in priority then age order. The caller admits them
-    (``accounts.running``, ``last_claim_at``) before it commits."""
+    within an account in priority then age order; the same statement admits them
+    (``accounts.running``, and ``last_claim_at``: the accounts served move to the
+    back of the round, in the order they were served)."""
     rows: list[dict[str, Any]] = _CLAIM.all(
         conn,
         queue=queue,
