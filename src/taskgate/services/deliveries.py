@@ -73,6 +73,10 @@ MAX_RETRY_AFTER = 24 * 3600.0
 #: Bytes of a receiver's answer read (and dropped) before the connection is reused.
 MAX_ANSWER_BYTES = 64 * 1024
 _FAN_OUT_BATCH = 500
+# After a wake-up, how long the deliverer lets more events arrive before it
+# looks: a task's events come a few milliseconds apart (created, started,
+# completed), and one step for all of them reads the outbox once, not thrice.
+_GATHER_SECONDS = 0.01
 _JITTER = 0.1
 
 #: Renders an event as the payload object sent (``{id, type, created_at, data}``).
@@ -267,6 +271,7 @@ class Deliverer:
             delay = min(delay, max(0.0, (due - now_us()) / MICROS))
         if delay > 0:
             await wait_set(self._wake, delay)
+            await asyncio.sleep(_GATHER_SECONDS)
 
     def _launch(self, client: httpx.AsyncClient, taken: Taken) -> None:
         task = asyncio.create_task(self.attempt(client, taken))
