@@ -64,9 +64,15 @@ def test_a_kept_read_is_served_again_only_while_nothing_changed(services: Servic
     assert len(calls) - before == (0 if services.db.is_sqlite else 1)
 
 
-def test_a_change_committed_by_another_process_is_read_at_once(services: Services) -> None:
+@pytest.fixture
+def sqlite_services(services: Services) -> Services:
     if not services.db.is_sqlite:
         pytest.skip("nothing is kept on PostgreSQL: the first test shows every read reaches it")
+    return services
+
+
+def test_a_change_committed_by_another_process_is_read_at_once(sqlite_services: Services) -> None:
+    services = sqlite_services
     account = add_account(services, "memo-other", concurrency=2)
     calls: list[int] = []
     read = _reader(account.id, calls)
@@ -86,9 +92,8 @@ def test_a_change_committed_by_another_process_is_read_at_once(services: Service
     assert len(calls) == 2
 
 
-def test_the_kept_reads_are_bounded(services: Services) -> None:
-    if not services.db.is_sqlite:
-        pytest.skip("nothing is kept on PostgreSQL")
+def test_the_kept_reads_are_bounded(sqlite_services: Services) -> None:
+    services = sqlite_services
     account = add_account(services, "memo-bound", concurrency=1)
     calls: list[int] = []
     read = _reader(account.id, calls)

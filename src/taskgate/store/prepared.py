@@ -148,18 +148,13 @@ class Prepared:
     ) -> list[list[dict[str, Any]]]:
         """Run the statement once per parameter set; each run's rows, in order. On
         PostgreSQL the runs go in one pipeline: one round trip for all of them."""
+        if conn.dialect.name != "postgresql":
+            return [self.all(conn, **one) for one in params]
         if not params:
             return []
         plan = self._plan(conn.dialect)
         results: list[list[dict[str, Any]]] = []
         with self._cursor(conn, plan) as cursor:
-            if conn.dialect.name != "postgresql":
-                for one in params:
-                    cursor.execute(plan.sql, plan.args(one))
-                    if plan.plain is None:
-                        plan.learn_types(cursor.description)
-                    results.append([plan.row(values) for values in cursor.fetchall()])
-                return results
             cursor.executemany(plan.sql, [plan.args(one) for one in params], returning=True)
             while True:
                 if plan.plain is None:
