@@ -160,6 +160,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def write_calls(pid: int) -> int:
+    """Write system calls a process made so far (``syscw`` of /proc/<pid>/io): on the
+    API process, mostly one per write to a stream's socket."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -206,6 +218,7 @@ class Usage:
     machine: float
     steal: float
     wall: float
+    api_writes: int
 
     @classmethod
     def now(cls, pid: int) -> Usage:
@@ -217,6 +230,7 @@ class Usage:
             machine_busy_seconds(),
             steal_seconds(),
             time.monotonic(),
+            write_calls(pid),
         )
 
     def since(self, before: Usage) -> dict[str, float]:
@@ -232,6 +246,7 @@ class Usage:
             "api_cpu_share": round(api / wall, 3) if wall else 0.0,
             "children_cpu_seconds": round(self.children - before.children, 2),
             "steal_seconds": round(self.steal - before.steal, 2),
+            "api_write_calls": self.api_writes - before.api_writes,
         }
 
 
@@ -605,6 +620,10 @@ class Phase:
                 "api_cpu_us_per_delivery": round(
                     usage["api_cpu_seconds"] * 1e6 / max(1, sink.count), 1
                 ),
+                # Each task's events to each stream: 1.0 when they leave in one write.
+                "api_writes_per_stream_task": round(
+                    usage["api_write_calls"] / max(1, len(streams) * submitted.accepted), 2
+                ),
                 "rss_mib_end": round(rss_end, 1),
                 "client": {
                     "cpu_seconds": round(client_seconds, 2),
@@ -759,6 +778,7 @@ def report(results: Results, args: argparse.Namespace) -> bool | None:
     row("POST /v1/tasks p99 ms", _pick("submit_latency_ms", "p99"), ",.1f")
     row("API CPU share (events)", lambda r: r["events_phase"]["api_cpu_share"], ".2f")
     row("API CPU µs per delivery", lambda r: r["api_cpu_us_per_delivery"], ",.1f")
+    row("API writes per stream per task", lambda r: r["api_writes_per_stream_task"], ".2f")
     row("worker CPU s (events)", lambda r: r["events_phase"]["children_cpu_seconds"], ".2f")
     row("client CPU share", lambda r: r["client"]["cpu_share"], ".2f")
     row("client loop lag p99 ms", lambda r: r["client"]["loop_lag_ms"].get("p99"), ",.1f")

@@ -48,6 +48,8 @@ _CATCH_UP_SECONDS = 0.01
 # With few streams each is woken at once.
 _WAKE_AT_ONCE = 64
 _COALESCE_SECONDS = 0.01
+# Streams woken in one go of such an account, between outbox reads.
+_WAKE_SLICE = 500
 
 
 @dataclass(eq=False)
@@ -58,6 +60,13 @@ class Subscription:
     with thousands of open streams hands each event to every one of them, and the
     queue's bookkeeping was a tenth of that cost. ``None`` in ``items`` ends the
     stream (it fell too far behind, or the server stops).
+
+    A consumer that is parked in :meth:`take` may leave a ``sink``: a wake-up then
+    hands the waiting events to it directly, in the hub's own step, and the
+    consumer stays parked. Waking thousands of consumers one by one (a task switch
+    each, and their whole chain of generators) cost more than the writes. The sink
+    answers False when it cannot take them now (its last write still waits for
+    the peer); the consumer is then woken and takes them itself.
     """
 
     task_id: str | None
@@ -67,23 +76,80 @@ class Subscription:
     items: deque[tuple[int, Event] | None] = field(default_factory=deque)
     waiter: asyncio.Future[None] | None = None
     overflowed: bool = False
+    sink: Callable[[list[Event]], bool] | None = None
+    #: Events at or before this hub position were already sent (a resumed
+    #: stream's replay overlaps what the hub hands over meanwhile).
+    floor: int = 0
+    #: The hub position of the last event handed over (queued or sent).
+    handed: int = 0
 
     def put(self, item: tuple[int, Event] | None, *, wake: bool = True) -> None:
         if self.overflowed:
             return
-        if item is not None and len(self.items) >= _QUEUE_LIMIT:
-            self.overflowed = True
-            self.items.clear()
-            item = None
-            wake = True
+        if item is not None:
+            self.handed = item[0]
+            if len(self.items) >= _QUEUE_LIMIT:
+                self.overflowed = True
+                self.items.clear()
+                item = None
+                wake = True
         self.items.append(item)
         if wake:
             self.wake()
 
+    def receive(self, wave: _Wave) -> None:
+        """Hands over the account's wave, less what this subscription already has,
+        and wakes it (or has its parked consumer's sink write it)."""
+        skip = max(self.handed, self.floor)
+        if wave.last <= skip or self.overflowed:
+            return
+        if wave.first > skip:
+            items, events = wave.items, wave.events
+        else:
+            items = [item for item in wave.items if item[0] > skip]
+            events = [event for _position, event in items]
+        self.handed = wave.last
+        waiter = self.waiter
+        if (
+            self.sink is not None
+            and not self.items
+            and waiter is not None
+            and not waiter.done()
+            and self.sink(events)
+        ):
+            self.floor = wave.last
+            return
+        for item in items:
+            self.put(item, wake=False)
+        self.wake()
+
     def wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is None or waiter.done():
+            return
+        if self._hand_to_sink():
+            return
+        waiter.set_result(None)
+
+    def _hand_to_sink(self) -> bool:
+        """Whether the sink took the waiting events (else the consumer takes them:
+        also when they are a long catch-up, or the end of the stream)."""
+        sink, items = self.sink, self.items
+        if sink is None or not items or len(items) > _BATCH:
+            return False
+        fresh: list[Event] = []
+        position = self.floor
+        for item in items:
+            if item is None:
+                return False
+            position = item[0]
+            if position > self.floor:
+                fresh.append(item[1])
+        if fresh and not sink(fresh):
+            return False
+        self.floor = position
+        items.clear()
+        return True
 
     async def take(self) -> list[tuple[int, Event]] | None:
         """Waits for an item, then takes every item already there (up to a batch),
@@ -104,6 +170,19 @@ class Subscription:
                 return None
             taken.append(item)
         return taken
+
+
+class _Wave:
+    """An account's events since its streams were last woken: one list that all of
+    them are handed (and a sink writes as is)."""
+
+    __slots__ = ("events", "first", "items", "last")
+
+    def __init__(self, items: list[tuple[int, Event]]) -> None:
+        self.items = items
+        self.events = [event for _position, event in items]
+        self.first = items[0][0]
+        self.last = items[-1][0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +206,10 @@ class EventHub:
         self._reading = False
         self._again = False
         self._last_read = 0.0
-        # Accounts whose streams have events waiting for the coalesced wake-up.
-        self._to_wake: set[str] = set()
+        # Events of accounts with many streams, waiting for the coalesced wake-up.
+        self._waves: dict[str, list[tuple[int, Event]]] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
+        self._waking: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -140,6 +220,10 @@ class EventHub:
         if self._wake_timer is not None:
             self._wake_timer.cancel()
             self._wake_timer = None
+        if self._waking is not None:
+            self._waking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._waking
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -218,20 +302,55 @@ class EventHub:
             for sub in subs:
                 sub.put(item)
             return
-        for sub in subs:
-            sub.put(item, wake=False)
-        self._to_wake.add(event.account_id)
-        if self._wake_timer is None:
+        self._waves.setdefault(event.account_id, []).append(item)
+        if self._wake_timer is None and self._waking is None:
             self._wake_timer = asyncio.get_running_loop().call_later(
-                _COALESCE_SECONDS, self._wake_accounts
+                _COALESCE_SECONDS, self._start_waking
             )
 
-    def _wake_accounts(self) -> None:
+    def _start_waking(self) -> None:
         self._wake_timer = None
-        accounts, self._to_wake = self._to_wake, set()
-        for account_id in accounts:
-            for sub in self._by_account.get(account_id, ()):
-                sub.wake()
+        self._waking = asyncio.get_running_loop().create_task(
+            self._wake_accounts(), name="event-hub-wake"
+        )
+
+    async def _wake_accounts(self) -> None:
+        """Hand each account's wave to its streams, a slice at a time.
+
+        Before each slice the outbox is read again (at most every
+        ``_CATCH_UP_SECONDS``): events committed meanwhile, such as a fast task's
+        next events, then leave in the same write as the first to the streams not
+        yet written to; the others get them in the next pass. Between slices the
+        loop serves other requests. Waves that arrive while this runs are handed
+        over by it too, before it ends.
+        """
+        try:
+            while self._waves:
+                account_id = next(iter(self._waves))
+                await self._catch_up_quietly()
+                items = self._waves.pop(account_id, None)
+                if not items:
+                    continue
+                wave = _Wave(items)
+                subs = list(self._by_account.get(account_id, ()))
+                for start in range(0, len(subs), _WAKE_SLICE):
+                    if start:
+                        await asyncio.sleep(0)  # let other requests in
+                        await self._catch_up_quietly()
+                        more = self._waves.get(account_id)
+                        if more:
+                            wave = _Wave(wave.items + more)
+                    for sub in subs[start : start + _WAKE_SLICE]:
+                        sub.receive(wave)
+        finally:
+            self._waking = None
+
+    async def _catch_up_quietly(self) -> None:
+        try:
+            await self.catch_up()
+        except Exception:
+            # The runner reads these events again, and backs off, on its next turn.
+            log.debug("event hub: catching up before a wake-up failed", exc_info=True)
 
     # -- subscriptions -------------------------------------------------------
 
@@ -330,10 +449,18 @@ class EventHub:
 
     @contextlib.asynccontextmanager
     async def account_events(
-        self, account_id: str, after_event_id: str | None
+        self,
+        account_id: str,
+        after_event_id: str | None,
+        sink: Callable[[list[Event]], bool] | None = None,
     ) -> AsyncIterator[AsyncIterator[list[Event]]]:
         """Every event of an account after ``after_event_id`` (or from now), in
-        commit order, in lists of those waiting at once; never ends by itself."""
+        commit order, in lists of those waiting at once; never ends by itself.
+
+        With a ``sink``, once the stored events are replayed, events that arrive
+        while the iterator waits go to the sink instead, in the same order, and the
+        iterator yields only those the sink refused (see :class:`Subscription`).
+        """
         sub = await self._subscribe(Subscription(None, account_id, self.catch_up))
         try:
             backlog: list[tuple[int, Event]] = []
@@ -353,29 +480,33 @@ class EventHub:
                         limit=_BACKLOG_LIMIT,
                     )
                 )
-            yield self._follow_account(sub, backlog)
+            yield self._follow_account(sub, backlog, sink)
         finally:
+            sub.sink = None
             self._unsubscribe(sub)
 
     async def _follow_account(
-        self, sub: Subscription, backlog: list[tuple[int, Event]]
+        self,
+        sub: Subscription,
+        backlog: list[tuple[int, Event]],
+        sink: Callable[[list[Event]], bool] | None,
     ) -> AsyncIterator[list[Event]]:
-        last = 0
         for offset in range(0, len(backlog), _BATCH):
             chunk = backlog[offset : offset + _BATCH]
             yield [event for _position, event in chunk]
-            last = chunk[-1][0]
+            sub.floor = chunk[-1][0]
         if len(backlog) >= _BACKLOG_LIMIT:
             # More is stored than one replay sends: end here, and the client
             # resumes after the last event it received.
             return
+        sub.sink = sink
         while True:
             items = await sub.take()
             if items is None:
                 return
-            fresh = [event for position, event in items if position > last]
+            fresh = [event for position, event in items if position > sub.floor]
+            sub.floor = max(sub.floor, items[-1][0])
             if fresh:
-                last = items[-1][0]
                 yield fresh
 
     async def until_terminal(self, account_id: str, task_id: str) -> None:

@@ -10,6 +10,8 @@ every event of the account (``id:`` the ``evt_`` id) and never ends by itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ from taskgate.api.deps import Caller, ReaderDep, read_caller
 from taskgate.api.middleware import RAW_SEND
 from taskgate.api.presenters import event_object, snapshot_object
 from taskgate.api.responses import ERROR_RESPONSES
+from taskgate.core.aio import start_eagerly
 from taskgate.core.clock import now_us
 from taskgate.core.errors import InvalidParam
 from taskgate.core.models import Event
@@ -57,6 +60,29 @@ class _EncodedEvents:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._cache: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
+        # The same run of events goes to every stream of the account.
+        self._runs: OrderedDict[tuple[tuple[str, ...], str, bool], bytes] = OrderedDict()
+        self._last: tuple[list[Event], str, bool, bytes] | None = None
+
+    def run(self, events: list[Event], base_url: str, signer: Signer, *, by_seq: bool) -> bytes:
+        """The SSE bytes of consecutive events, as one write."""
+        last = self._last
+        if last is not None and last[0] is events and last[1] == base_url and last[2] == by_seq:
+            return last[3]  # the hub hands every stream of an account the same list
+        if len(events) == 1:
+            encoded = self.get(events[0], base_url, signer, by_seq=by_seq)
+        else:
+            key = (tuple(event.id for event in events), base_url, by_seq)
+            found = self._runs.get(key)
+            if found is None:
+                found = b"".join(self.get(e, base_url, signer, by_seq=by_seq) for e in events)
+                self._runs[key] = found
+                if len(self._runs) > self._size:
+                    self._runs.popitem(last=False)
+            encoded = found
+        # (holding the list keeps its id from being reused by another)
+        self._last = (events, base_url, by_seq, encoded)
+        return encoded
 
     def get(self, event: Event, base_url: str, signer: Signer, *, by_seq: bool) -> bytes:
         key = (event.id, base_url, by_seq)
@@ -100,6 +126,59 @@ class EventStream(EventSourceResponse):
             await self._raw_send(message)
         else:
             await send(message)
+
+
+class _DirectWrites:
+    """An account stream's sink (see ``Subscription``): writes the events the hub
+    hands over through the server's ``send``, started in the hub's step.
+
+    Such a write completes at once while the socket's buffer has room. One that
+    must wait for a slow reader finishes in a task, and until it has, the sink
+    refuses more: the stream's own loop then takes them, after that write.
+    """
+
+    def __init__(self, send: Send, base_url: str, signer: Signer) -> None:
+        self._send = send
+        self._base_url = base_url
+        self._signer = signer
+        self._pending: asyncio.Future[None] | None = None
+
+    def __call__(self, events: list[Event]) -> bool:
+        if self._pending is not None:
+            if not self._pending.done():
+                return False
+            if not self._settled():
+                return False  # the stream's loop sees the failure and ends the stream
+        body = _ENCODED.run(events, self._base_url, self._signer, by_seq=False)
+        try:
+            self._pending = start_eagerly(
+                self._send({"type": "http.response.body", "body": body, "more_body": True})
+            )
+        except Exception as exc:
+            self._pending = asyncio.get_running_loop().create_future()
+            self._pending.set_exception(exc)
+            return False
+        return True
+
+    def _settled(self) -> bool:
+        """Whether the last write succeeded (it is done)."""
+        assert self._pending is not None
+        if self._pending.cancelled() or self._pending.exception() is not None:
+            return False
+        self._pending = None
+        return True
+
+    async def idle(self) -> bool:
+        """Wait for the last write; whether the stream can go on."""
+        if self._pending is None:
+            return True
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._pending)
+        return self._settled()
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 def _stream(request: Request, events: AsyncIterator[ServerSentEvent | bytes]) -> EventStream:
@@ -181,7 +260,7 @@ async def _task_stream(
             )
         async for batch in events:
             # One write for all the events that were waiting.
-            yield b"".join(_ENCODED.get(event, base_url, signer, by_seq=True) for event in batch)
+            yield _ENCODED.run(batch, base_url, signer, by_seq=True)
     finally:
         await opened.aclose()
 
@@ -203,20 +282,32 @@ async def stream_account_events(
     resume = _last_event_id(request, last_event_id)
     if resume is not None and not resume.startswith("evt_"):
         raise InvalidParam("The account's event ids are evt_ ids.", param="last_event_id")
+    signer = caller.services.signer
+    raw_send = request.scope.get(RAW_SEND)
+    writes = None if raw_send is None else _DirectWrites(raw_send, caller.base_url, signer)
     opened = AsyncExitStack()
     events = await opened.enter_async_context(
-        caller.services.events.account_events(caller.account_id, resume)
+        caller.services.events.account_events(caller.account_id, resume, writes)
     )
     return caller.with_limit_headers(
-        _stream(request, _account_stream(opened, events, caller.base_url, caller.services.signer))
+        _stream(request, _account_stream(opened, events, writes, caller.base_url, signer))
     )
 
 
 async def _account_stream(
-    opened: AsyncExitStack, events: AsyncIterator[list[Event]], base_url: str, signer: Signer
+    opened: AsyncExitStack,
+    events: AsyncIterator[list[Event]],
+    writes: _DirectWrites | None,
+    base_url: str,
+    signer: Signer,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     try:
         async for batch in events:
-            yield b"".join(_ENCODED.get(event, base_url, signer, by_seq=False) for event in batch)
+            # What the hub wrote directly goes first.
+            if writes is not None and not await writes.idle():
+                return
+            yield _ENCODED.run(batch, base_url, signer, by_seq=False)
     finally:
         await opened.aclose()
+        if writes is not None:
+            writes.close()
