@@ -88,7 +88,8 @@ def append(conn: Connection, changed: Sequence[Task], type_: str, now: int) -> N
     The caller has already advanced each task's ``event_seq``; it is the event's seq.
     """
     statement = _SQLITE_INSERT if conn.dialect.name == "sqlite" else _PG_INSERT
-    statement.execute_many(
+    # (on PostgreSQL sent with the transaction's next statement or its commit)
+    statement.defer_many(
         conn,
         [
             {

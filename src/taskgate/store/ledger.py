@@ -125,11 +125,10 @@ def close(conn: Connection, ended: Iterable[Task], now: int) -> None:
         totals[0] += task.reserved_credits
         totals[1] += refunded
         totals[2] += charged
-    if entries:
-        _INSERT.execute_many(conn, entries)
+    _INSERT.defer_many(conn, entries)
     # In account order, as every transaction locks accounts' rows (PostgreSQL).
     for account_id, (reserved, refunded, charged) in sorted(released.items()):
-        _RELEASE.execute(
+        _RELEASE.defer(
             conn, account_id=account_id, reserved=reserved, refunded=refunded, charged=charged
         )
 

@@ -6,9 +6,11 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
+
+from taskgate.store.prepared import commit_deferred, drop_deferred, flush_deferred
 
 #: A transaction left open this long by a stalled process is ended by the server: an
 #: open transaction holds back the outbox's visibility horizon (see ``events``)
@@ -95,5 +97,20 @@ def engine(url: str, *, pool_size: int) -> Engine:
         except created.dialect.loaded_dbapi.Error as exc:
             # The pool drops this connection and checks out another (a new one).
             raise DisconnectionError(str(exc)) from exc
+
+    # Deferred statements (store.prepared) go before any other statement, with the
+    # COMMIT, or nowhere if the transaction rolls back.
+    @event.listens_for(created, "before_cursor_execute")
+    def _before_statement(conn: Connection, *_args: Any) -> None:
+        flush_deferred(conn)
+
+    @event.listens_for(created, "commit")
+    def _commit(conn: Connection) -> None:
+        commit_deferred(conn)
+
+    @event.listens_for(created, "begin")
+    @event.listens_for(created, "rollback")
+    def _forget(conn: Connection) -> None:
+        drop_deferred(conn)
 
     return created

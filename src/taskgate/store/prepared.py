@@ -10,6 +10,14 @@ only execution goes straight to the driver.
 
 Parameters are named with ``bindparam``; other literals in the statement keep
 the values they were built with. Expanding ``IN`` lists are not supported.
+
+Statements whose results nobody reads (an event row, a counter) may be deferred
+(:meth:`Prepared.defer`): on PostgreSQL they are sent with the transaction's next
+statement, or with its ``COMMIT``, in one pipeline, instead of costing a round
+trip each; elsewhere they run at once. A transaction of a worker's step then
+takes a round trip for each statement whose rows it needs, plus the commit.
+:func:`flush_deferred` (run before any other statement, by the engine's events)
+and :func:`commit_deferred` keep them in order with everything else.
 """
 
 from __future__ import annotations
@@ -24,6 +32,81 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
 _MISSING = object()
+# Where a connection keeps its deferred statements: (sql, parameter sets) each.
+_DEFERRED = "taskgate.deferred"
+
+Deferred = list[tuple[str, list[Any]]]
+
+
+def _take_deferred(conn: Connection) -> Deferred | None:
+    deferred: Deferred | None = conn.info.pop(_DEFERRED, None)
+    return deferred
+
+
+def drop_deferred(conn: Connection) -> None:
+    """Forget what was deferred (the transaction ends without it: a rollback)."""
+    if conn.invalidated:
+        return  # the driver's connection is gone (and the next begin forgets it)
+    conn.info.pop(_DEFERRED, None)
+
+
+@contextlib.contextmanager
+def _driver_errors(conn: Connection, sql: str, cursor: Any = None) -> Iterator[None]:
+    """Driver errors come out as SQLAlchemy's, as from ``Connection.execute``, and a
+    connection found dead is invalidated, so that the pool drops it rather than
+    reusing it."""
+    dialect = conn.dialect
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, dialect.loaded_dbapi.Error, dialect=dialect, connection_invalidated=lost
+        ) from exc
+
+
+@contextlib.contextmanager
+def _pipeline(conn: Connection, deferred: Deferred) -> Iterator[Any]:
+    """A psycopg pipeline that first sends ``deferred``; what the block sends goes
+    with it. Leaving the block sends it all and reads every result: one round trip
+    (results are read from the cursors after the block)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursors = []
+    try:
+        with driver.pipeline():
+            for sql, arg_sets in deferred:
+                cursor = driver.cursor()
+                cursors.append(cursor)
+                if len(arg_sets) == 1:
+                    cursor.execute(sql, arg_sets[0])
+                else:
+                    cursor.executemany(sql, arg_sets)
+            yield driver
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def flush_deferred(conn: Connection) -> None:
+    """Send the deferred statements now (before a statement that does not go
+    through :class:`Prepared`)."""
+    deferred = _take_deferred(conn)
+    if deferred:
+        with _driver_errors(conn, deferred[0][0]), _pipeline(conn, deferred):
+            pass
+
+
+def commit_deferred(conn: Connection) -> None:
+    """Send the deferred statements with the ``COMMIT``: one round trip. The driver
+    is then outside a transaction, and its own commit that follows has nothing
+    to do."""
+    deferred = _take_deferred(conn)
+    if deferred:
+        with _driver_errors(conn, "COMMIT"), _pipeline(conn, deferred) as driver:
+            driver.execute("COMMIT")
 
 
 class _Plan:
@@ -113,35 +196,33 @@ class Prepared:
     @staticmethod
     @contextlib.contextmanager
     def _cursor(conn: Connection, plan: _Plan) -> Iterator[Any]:
-        """A driver cursor; driver errors come out as SQLAlchemy's, as from
-        ``Connection.execute``, and a connection found dead is invalidated, so that
-        the pool drops it rather than reusing it."""
-        dialect = conn.dialect
+        """A driver cursor (see :func:`_driver_errors`)."""
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            yield cursor
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                plan.sql,
-                None,
-                exc,
-                dialect.loaded_dbapi.Error,
-                dialect=dialect,
-                connection_invalidated=lost,
-            ) from exc
+            with _driver_errors(conn, plan.sql, cursor):
+                yield cursor
         finally:
             cursor.close()
+
+    @staticmethod
+    def _send(conn: Connection, send: Callable[[], None]) -> None:
+        """Run ``send`` (which executes on a cursor) after the deferred statements,
+        in their round trip."""
+        deferred = _take_deferred(conn)
+        if not deferred:
+            send()
+            return
+        with _pipeline(conn, deferred):
+            send()
 
     def all(self, conn: Connection, **params: Any) -> list[dict[str, Any]]:
         plan = self._plan(conn.dialect)
         with self._cursor(conn, plan) as cursor:
-            cursor.execute(plan.sql, plan.args(params))
+            self._send(conn, lambda: cursor.execute(plan.sql, plan.args(params)))
+            rows = cursor.fetchall()
             if plan.plain is None:
                 plan.learn_types(cursor.description)
-            return [plan.row(values) for values in cursor.fetchall()]
+            return [plan.row(values) for values in rows]
 
     def all_many(
         self, conn: Connection, params: Sequence[dict[str, Any]]
@@ -155,7 +236,8 @@ class Prepared:
         plan = self._plan(conn.dialect)
         results: list[list[dict[str, Any]]] = []
         with self._cursor(conn, plan) as cursor:
-            cursor.executemany(plan.sql, [plan.args(one) for one in params], returning=True)
+            arg_sets = [plan.args(one) for one in params]
+            self._send(conn, lambda: cursor.executemany(plan.sql, arg_sets, returning=True))
             while True:
                 if plan.plain is None:
                     plan.learn_types(cursor.description)
@@ -175,12 +257,30 @@ class Prepared:
         """Run a statement without results; the number of rows it changed."""
         plan = self._plan(conn.dialect)
         with self._cursor(conn, plan) as cursor:
-            cursor.execute(plan.sql, plan.args(params))
+            self._send(conn, lambda: cursor.execute(plan.sql, plan.args(params)))
             return int(cursor.rowcount)
 
     def execute_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
         plan = self._plan(conn.dialect)
+        arg_sets = [plan.args(row) for row in rows]
         with self._cursor(conn, plan) as cursor:
-            cursor.executemany(plan.sql, [plan.args(row) for row in rows])
+            self._send(conn, lambda: cursor.executemany(plan.sql, arg_sets))
+
+    def defer(self, conn: Connection, **params: Any) -> None:
+        """Run the statement later in this transaction, for a statement whose
+        results nobody reads: on PostgreSQL it is sent with the next statement or
+        the commit (see the module's docstring); elsewhere it runs now."""
+        self.defer_many(conn, [params])
+
+    def defer_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """:meth:`defer` for each parameter set, in order."""
+        if not rows:
+            return
+        if conn.dialect.name != "postgresql":
+            self.execute_many(conn, rows)
+            return
+        plan = self._plan(conn.dialect)
+        deferred: Deferred = conn.info.setdefault(_DEFERRED, [])
+        deferred.append((plan.sql, [plan.args(row) for row in rows]))

@@ -209,7 +209,7 @@ def _leave_running(conn: Connection, changed: Iterable[Task]) -> None:
     # the accounts' rows in the same order, and so never wait for each other in a
     # circle (PostgreSQL).
     for account_id, count in sorted(Counter(t.account_id for t in changed).items()):
-        _CLAIM["leave"].execute(conn, account_id=account_id, count=count)
+        _CLAIM["leave"].defer(conn, account_id=account_id, count=count)
 
 
 _FENCE = (
