@@ -49,7 +49,7 @@ def test_wait_set_reports_whether_the_event_was_set() -> None:
 
 
 def test_start_eagerly_runs_a_coroutine_that_does_not_wait_in_the_callers_step() -> None:
-    async def scenario() -> tuple[asyncio.Task[None] | None, list[str]]:
+    async def scenario() -> tuple[asyncio.Future[None] | None, list[str]]:
         done: list[str] = []
 
         async def write() -> None:
