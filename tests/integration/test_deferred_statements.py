@@ -85,3 +85,21 @@ def test_a_failing_deferred_statement_fails_its_transaction(services: Services) 
     # The connection is fine for the next transaction.
     services.db.write_sync(lambda conn: _ADD.defer(conn, name="after", position=3))
     assert _stored(services) == {"taken": 1, "after": 3}
+
+
+def test_a_write_transaction_is_read_committed_and_one_transaction(services: Services) -> None:
+    if services.db.is_sqlite:
+        pytest.skip("PostgreSQL only: SQLite's write transactions are BEGIN IMMEDIATE")
+
+    def write(conn: Connection) -> tuple[str, str]:
+        _ADD.defer(conn, name="a", position=1)
+        level = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
+        # The deferred insert went out with that statement, in the same transaction.
+        xid = conn.exec_driver_sql("SELECT txid_current_if_assigned()::text").scalar_one()
+        return level, xid
+
+    level, xid = services.db.write_sync(write)
+    assert level == "read committed"
+    assert xid is not None  # the insert before it has its transaction id
+    services.db.write_sync(lambda conn: None)  # a transaction that sends nothing
+    assert _stored(services) == {"a": 1}
