@@ -63,8 +63,9 @@ PROGRESS_INTERVAL = 0.5
 #: The first retry of a claim that left slots idle (doubling up to the poll interval).
 CLAIM_AGAIN_SECONDS = 0.005
 #: How long an outcome waits for those of the other running slots, so that one
-#: step records them together: a step's transaction (and its claim) costs about
-#: as much for one outcome as for eight.
+#: step records them together: on PostgreSQL a step's transaction (round trips,
+#: and its claim) costs about as much for one outcome as for eight. On SQLite a
+#: step is cheap and the wait only idles slots, so outcomes are not held there.
 GATHER_SECONDS = 0.002
 
 
@@ -167,6 +168,7 @@ class WorkerRuntime:
         # When to claim again although nothing woke the loop (None: at the poll).
         self._claim_again: float | None = None
         self._finished: list[Finish] = []
+        self._gather_seconds = 0.0 if db.is_sqlite else GATHER_SECONDS
         # Outputs stored for outcomes not yet recorded (a step failed): kept for the
         # step that records them.
         self._kept_outputs: dict[str, list[StoredFile]] = {}
@@ -222,7 +224,7 @@ class WorkerRuntime:
                 # Work is waiting: let the loop read pipes and datagrams first.
                 await asyncio.sleep(0)
             self._kick.clear()
-            if self._finished:
+            if self._finished and self._gather_seconds:
                 await self._gather_outcomes()
             try:
                 await self._tick(claim=True)
@@ -235,7 +237,7 @@ class WorkerRuntime:
     async def _gather_outcomes(self) -> None:
         """Wait up to GATHER_SECONDS for the slots still running to report."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + GATHER_SECONDS
+        deadline = loop.time() + self._gather_seconds
         while any(slot.running for slot in self.slots) and not self._stopping.is_set():
             left = deadline - loop.time()
             if left <= 0:
