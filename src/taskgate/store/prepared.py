@@ -114,6 +114,7 @@ class _Plan:
         "_columns",
         "_dialect",
         "binds",
+        "deferrable",
         "names",
         "plain",
         "positional",
@@ -140,6 +141,8 @@ class _Plan:
             columns = [c for entry in columns for c in getattr(entry, "columns", [entry])]
         self.names = [str(column.key) for column in columns]
         self._dialect = dialect
+        # Whether statements are deferred on this dialect (see Prepared.defer).
+        self.deferrable = dialect.name == "postgresql"
         self._columns = columns
         # Columns read as they come, and those a processor turns into values (JSON);
         # known once the driver has said what types it returns (the first result).
@@ -205,10 +208,10 @@ class Prepared:
             cursor.close()
 
     @staticmethod
-    def _send(conn: Connection, send: Callable[[], None]) -> None:
+    def _send(conn: Connection, plan: _Plan, send: Callable[[], None]) -> None:
         """Run ``send`` (which executes on a cursor) after the deferred statements,
         in their round trip."""
-        deferred = _take_deferred(conn)
+        deferred = _take_deferred(conn) if plan.deferrable else None
         if not deferred:
             send()
             return
@@ -218,7 +221,7 @@ class Prepared:
     def all(self, conn: Connection, **params: Any) -> list[dict[str, Any]]:
         plan = self._plan(conn.dialect)
         with self._cursor(conn, plan) as cursor:
-            self._send(conn, lambda: cursor.execute(plan.sql, plan.args(params)))
+            self._send(conn, plan, lambda: cursor.execute(plan.sql, plan.args(params)))
             rows = cursor.fetchall()
             if plan.plain is None:
                 plan.learn_types(cursor.description)
@@ -237,7 +240,7 @@ class Prepared:
         results: list[list[dict[str, Any]]] = []
         with self._cursor(conn, plan) as cursor:
             arg_sets = [plan.args(one) for one in params]
-            self._send(conn, lambda: cursor.executemany(plan.sql, arg_sets, returning=True))
+            self._send(conn, plan, lambda: cursor.executemany(plan.sql, arg_sets, returning=True))
             while True:
                 if plan.plain is None:
                     plan.learn_types(cursor.description)
@@ -257,7 +260,7 @@ class Prepared:
         """Run a statement without results; the number of rows it changed."""
         plan = self._plan(conn.dialect)
         with self._cursor(conn, plan) as cursor:
-            self._send(conn, lambda: cursor.execute(plan.sql, plan.args(params)))
+            self._send(conn, plan, lambda: cursor.execute(plan.sql, plan.args(params)))
             return int(cursor.rowcount)
 
     def execute_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -266,7 +269,7 @@ class Prepared:
         plan = self._plan(conn.dialect)
         arg_sets = [plan.args(row) for row in rows]
         with self._cursor(conn, plan) as cursor:
-            self._send(conn, lambda: cursor.executemany(plan.sql, arg_sets))
+            self._send(conn, plan, lambda: cursor.executemany(plan.sql, arg_sets))
 
     def defer(self, conn: Connection, **params: Any) -> None:
         """Run the statement later in this transaction, for a statement whose
@@ -278,9 +281,9 @@ class Prepared:
         """:meth:`defer` for each parameter set, in order."""
         if not rows:
             return
-        if conn.dialect.name != "postgresql":
+        plan = self._plan(conn.dialect)
+        if not plan.deferrable:
             self.execute_many(conn, rows)
             return
-        plan = self._plan(conn.dialect)
         deferred: Deferred = conn.info.setdefault(_DEFERRED, [])
         deferred.append((plan.sql, [plan.args(row) for row in rows]))
