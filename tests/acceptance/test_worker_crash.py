@@ -54,7 +54,10 @@ def test_a_killed_worker_s_task_is_retried_by_another(data_dir: Path) -> None:
             first.process.wait(timeout=5)
             _all_gone(tree)  # its executor died with it
             lease_expires_at = stored_task(data_dir, task_id)["lease_expires_at"]
-            assert get_task(http, task_id)["status"] == "running"  # until the lease runs out
+            asked_at = time.time() * 1e6
+            status = get_task(http, task_id)["status"]
+            if asked_at < lease_expires_at:  # (a loaded machine may take longer to get here)
+                assert status == "running"  # until the lease runs out
 
             with worker_process(data_dir) as second:
                 (survivor,) = second.wait_ready()

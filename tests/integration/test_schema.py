@@ -15,7 +15,10 @@ directly from the table definitions (``metadata.create_all``).
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -99,6 +102,46 @@ def test_autogenerate_finds_no_difference(services: Services) -> None:
         )
         diff = compare_metadata(context, metadata)
     assert diff == []
+
+
+def test_the_head_revision_is_the_newest_migration() -> None:
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
+def test_the_revision_is_read_as_alembic_records_it(services: Services) -> None:
+    db = services.db
+    assert migrate.current_revision(db) == migrate.HEAD_REVISION
+    migrate.downgrade(db, "0006")
+    assert migrate.current_revision(db) == "0006"
+    assert not migrate.is_up_to_date(db)
+    assert not db.read_sync(migrate.is_current)
+    migrate.downgrade(db, "base")
+    assert migrate.current_revision(db) is None
+    assert not migrate.is_up_to_date(db)
+    migrate.upgrade(db)
+    assert migrate.current_revision(db) == migrate.HEAD_REVISION
+    assert db.read_sync(migrate.is_current)
+    # Already there: nothing to do.
+    migrate.upgrade(db)
+    assert migrate.current_revision(db) == migrate.HEAD_REVISION
+
+
+def test_processes_that_only_check_the_schema_do_not_load_alembic() -> None:
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, taskgate.cli.main, taskgate.server, taskgate.worker.main; "
+            "print(json.dumps(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    modules: list[str] = json.loads(found.stdout)
+    assert "taskgate.store.migrate" in modules
+    assert [m for m in modules if m.split(".")[0] in ("alembic", "mako")] == []
 
 
 def test_every_index_is_built_as_declared(
