@@ -100,7 +100,7 @@ def reserve(conn: Connection, task: Task, now: int) -> None:
     if not _RESERVE.execute(conn, account_id=task.account_id, amount=amount):
         available = int(_AVAILABLE.scalar(conn, account_id=task.account_id) or 0)
         raise InsufficientCredits(needed=amount, available=available)
-    _INSERT.execute(conn, **_entry(task.account_id, task.id, RESERVE, amount, now))
+    _INSERT.defer(conn, **_entry(task.account_id, task.id, RESERVE, amount, now))
 
 
 def close(conn: Connection, ended: Iterable[Task], now: int) -> None:

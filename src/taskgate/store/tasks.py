@@ -56,7 +56,9 @@ def insert(conn: Connection, task: Task) -> tuple[Task, bool]:
             assert existing is not None, "conflicting row must exist"
             return existing, False
     else:
-        _INSERT.execute(conn, **values)
+        # Nothing reads its result: on PostgreSQL it goes with the next statement
+        # (the reservation) or with the COMMIT.
+        _INSERT.defer(conn, **values)
     ledger.reserve(conn, task, task.created_at)
     events.append(conn, [task], EventType.CREATED, task.created_at)
     return task, True
