@@ -216,6 +216,8 @@ class Peers:
         services = build(bench_settings(data_dir, url, workflows=["bench_workflows"]))
         try:
             with contextlib.ExitStack() as stack:
+                reader = peer_stamps.StampReader()
+                stack.callback(reader.close)
                 for i in range(PROCESSES):
                     stack.enter_context(
                         running(
@@ -223,7 +225,9 @@ class Peers:
                                 *(sys.executable, "-m", "taskgate", "worker"),
                                 *("--workers", str(args.taskgate_slots)),
                             ],
-                            env=taskgate_env(data_dir, database_url=url),
+                            env=taskgate_env(
+                                data_dir, database_url=url, BENCH_STAMP_PORT=str(reader.port)
+                            ),
                             log_path=self.root / f"taskgate-dispatch-{i + 1}.log",
                         )
                     )
@@ -245,7 +249,13 @@ class Peers:
                         sent = time.time()
                         task_id = loop.run_until_complete(one())
                         returned = time.time()
-                        stamp = handler_time(probe, task_id, 120 if i == 0 else 30)
+                        # The handler's stamp as the peers' arrive (a datagram), then
+                        # the task's end, so that the next starts on idle workers;
+                        # the task's output holds the same stamp.
+                        stamp = reader.read(timeout=120 if i == 0 else 30)
+                        recorded = handler_time(probe, task_id)
+                        if recorded != stamp:
+                            raise RuntimeError(f"task {task_id}: stamp {stamp} ≠ {recorded}")
                         if i >= args.warmup_samples:
                             latencies.append((stamp - sent) * 1000)
                             calls.append((returned - sent) * 1000)

@@ -21,6 +21,7 @@ from taskgate.store.prepared import Prepared
 from taskgate.store.tables import (
     accounts,
     outbox_cursors,
+    status_is,
     tasks,
     webhook_attempts,
     webhook_deliveries,
@@ -169,11 +170,11 @@ def _ready() -> ColumnElement[bool]:
     earlier = _D.alias("earlier")
     now = bindparam("now", type_=_D.c.next_attempt_at.type)
     return and_(
-        _D.c.status == "pending",
+        status_is(_D.c.status, "pending"),
         (_D.c.leased_until.is_(None)) | (_D.c.leased_until < now),
         ~exists().where(
             and_(
-                earlier.c.status == "pending",
+                status_is(earlier.c.status, "pending"),
                 earlier.c.target == _D.c.target,
                 earlier.c.task_id == _D.c.task_id,
                 earlier.c.position < _D.c.position,
@@ -243,7 +244,7 @@ def release(conn: Connection, delivery_ids: Sequence[str]) -> None:
     """Give back taken deliveries whose attempts were abandoned."""
     conn.execute(
         update(_D)
-        .where(_D.c.id.in_(list(delivery_ids)), _D.c.status == "pending")
+        .where(_D.c.id.in_(list(delivery_ids)), status_is(_D.c.status, "pending"))
         .values(leased_until=None)
     )
 
@@ -288,7 +289,7 @@ def settle(conn: Connection, delivery_id: str, values: dict[str, Any]) -> bool:
 def fail_pending_of_endpoint(conn: Connection, endpoint_id: str, reason: str, now: int) -> None:
     conn.execute(
         update(_D)
-        .where(_D.c.endpoint_id == endpoint_id, _D.c.status == "pending")
+        .where(_D.c.endpoint_id == endpoint_id, status_is(_D.c.status, "pending"))
         .values(status="failed", last_error=reason, next_attempt_at=None, updated_at=now)
     )
 

@@ -190,6 +190,11 @@ class Prepared:
         self._stmt = stmt
         self._plans: dict[str, _Plan] = {}
 
+    @property
+    def statement(self) -> Executable:
+        """The statement as built."""
+        return self._stmt
+
     def _plan(self, dialect: Dialect) -> _Plan:
         plan = self._plans.get(dialect.name)
         if plan is None:

@@ -18,7 +18,7 @@ from taskgate.core.models import Task
 from taskgate.core.states import TERMINAL_EVENT, EventType, TaskStatus
 from taskgate.store import events, ledger, pgclaim
 from taskgate.store.prepared import Prepared
-from taskgate.store.tables import accounts, tasks
+from taskgate.store.tables import accounts, status_is, tasks
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,7 +48,7 @@ class Finish:
 
 
 def _claim_statements() -> dict[str, Prepared]:
-    queued = tasks.c.status == TaskStatus.QUEUED.value
+    queued = status_is(tasks.c.status, TaskStatus.QUEUED.value)
     ready_here = (
         queued & (tasks.c.queue == bindparam("queue")) & (tasks.c.run_at <= bindparam("now"))
     )
@@ -462,7 +462,10 @@ def recover_expired(conn: Connection, now: int, backoff_us: int, batch: int = 50
         Task.from_mapping(row)
         for row in conn.execute(
             select(tasks)
-            .where(tasks.c.status == TaskStatus.RUNNING, tasks.c.lease_expires_at < now)
+            .where(
+                status_is(tasks.c.status, TaskStatus.RUNNING.value),
+                tasks.c.lease_expires_at < now,
+            )
             .order_by(tasks.c.id)
             .limit(batch)
             # PostgreSQL: a row a worker is finishing right now is left to it (the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -17,10 +19,28 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
+
+
+def status_is(column: Column[Any], status: str) -> ColumnElement[bool]:
+    """``column = 'status'`` with the status written into the statement, not bound.
+
+    The partial indexes hold the rows of one status (``WHERE status = 'queued'``),
+    and PostgreSQL uses such an index only where the query names that constant. A
+    bound status is one only in a custom plan: once a statement is prepared (the
+    driver does so after a few runs) and the server settles on its generic plan,
+    the index is out of reach, and a read of an account's queue scans every task
+    the account ever had.
+    """
+    if "'" in status:
+        raise ValueError(f"not a status: {status!r}")
+    return column == literal_column(f"'{status}'", column.type)
+
 
 accounts = Table(
     "accounts",

@@ -23,7 +23,7 @@ from taskgate.core.states import EventType, TaskStatus
 from taskgate.store import events, ledger
 from taskgate.store.dialects import InsertUnlessConflict
 from taskgate.store.prepared import Prepared
-from taskgate.store.tables import accounts, tasks
+from taskgate.store.tables import accounts, status_is, tasks
 from taskgate.store.tables import events as events_table
 
 QUEUE_POSITION_CAP = 10_000
@@ -206,7 +206,10 @@ def delete_terminal(conn: Connection, task_id: str) -> None:
 _COUNT_QUEUED = Prepared(
     select(func.count())
     .select_from(tasks)
-    .where(tasks.c.account_id == bindparam("account_id"), tasks.c.status == TaskStatus.QUEUED.value)
+    .where(
+        tasks.c.account_id == bindparam("account_id"),
+        status_is(tasks.c.status, TaskStatus.QUEUED.value),
+    )
 )
 
 
@@ -221,8 +224,8 @@ def _bounded_count(condition: Any) -> Select[Any]:
     )
 
 
-_QUEUED_IN = (tasks.c.account_id == bindparam("account_id")) & (
-    tasks.c.status == TaskStatus.QUEUED.value
+_QUEUED_IN = (tasks.c.account_id == bindparam("account_id")) & status_is(
+    tasks.c.status, TaskStatus.QUEUED.value
 )
 # Two range scans of the claim index (higher priority; same priority and older),
 # each stopping at the cap, rather than one scan filtered by an OR.
@@ -241,7 +244,10 @@ _QUEUED_PER_ACCOUNT = Prepared(
         select(func.count())
         .select_from(
             select(tasks.c.id)
-            .where(tasks.c.account_id == accounts.c.id, tasks.c.status == TaskStatus.QUEUED.value)
+            .where(
+                tasks.c.account_id == accounts.c.id,
+                status_is(tasks.c.status, TaskStatus.QUEUED.value),
+            )
             .correlate(accounts)
             .limit(bindparam("cap"))
             .subquery()
