@@ -1,26 +1,56 @@
-"""The composition root: builds the services from settings, once per process."""
+"""The composition root: builds the services from settings, once per process.
+
+:func:`build` gives a serving process (the API, a worker, a test) every service;
+:func:`build_operator` gives an operator's command (accounts, keys, credits,
+doctor) the database, accounts and credits only. The serving machinery (workflows
+and their media libraries, storage, the wake-up channel, the event hub and the
+deliverer) is imported by :func:`build` itself, so an operator's command loads
+none of it and starts in about half the time.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from taskgate.core.clock import to_us
 from taskgate.services.accounts import AccountService
 from taskgate.services.billing import BillingService
-from taskgate.services.channel import WORKER, Channel, open_channel
-from taskgate.services.deliveries import Deliverer
-from taskgate.services.events import EventHub
-from taskgate.services.files import FilePolicy, FileService
-from taskgate.services.maintenance import Maintenance, maintenance_for
-from taskgate.services.ops import OpsService
-from taskgate.services.signing import Signer, load_secret
-from taskgate.services.storage import open_storage
-from taskgate.services.tasks import TaskService
-from taskgate.services.webhooks import WebhookService
 from taskgate.settings import Settings
 from taskgate.store.db import Database
-from taskgate.workflows.registry import Registry
+
+if TYPE_CHECKING:
+    from taskgate.services.channel import Channel
+    from taskgate.services.deliveries import Deliverer
+    from taskgate.services.events import EventHub
+    from taskgate.services.files import FileService
+    from taskgate.services.maintenance import Maintenance
+    from taskgate.services.ops import OpsService
+    from taskgate.services.signing import Signer
+    from taskgate.services.tasks import TaskService
+    from taskgate.services.webhooks import WebhookService
+    from taskgate.workflows.registry import Registry
+
+
+@dataclass
+class OperatorServices:
+    """What an operator's command needs: accounts, their keys and their credits."""
+
+    settings: Settings
+    db: Database
+    accounts: AccountService
+    billing: BillingService
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def build_operator(settings: Settings) -> OperatorServices:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, pool_size=1)
+    return OperatorServices(
+        settings=settings, db=db, accounts=AccountService(db), billing=BillingService(db)
+    )
 
 
 @dataclass
@@ -53,6 +83,19 @@ class Services:
 
 
 def build(settings: Settings, registry: Registry | None = None) -> Services:
+    from taskgate.core.clock import to_us
+    from taskgate.services.channel import WORKER, open_channel
+    from taskgate.services.deliveries import Deliverer
+    from taskgate.services.events import EventHub
+    from taskgate.services.files import FilePolicy, FileService
+    from taskgate.services.maintenance import maintenance_for
+    from taskgate.services.ops import OpsService
+    from taskgate.services.signing import Signer, load_secret
+    from taskgate.services.storage import open_storage
+    from taskgate.services.tasks import TaskService
+    from taskgate.services.webhooks import WebhookService
+    from taskgate.workflows.registry import Registry
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     registry = registry or Registry.load(settings.workflows)
@@ -60,7 +103,12 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
     hub = EventHub(db, poll_interval=settings.poll_interval_seconds)
     link_ttl = to_us(settings.link_ttl.total_seconds()) if settings.link_ttl else None
     signer = Signer(load_secret(settings), file_link_ttl_us=link_ttl)
-    files = FileService(db, open_storage(settings), signer, file_policy(settings))
+    policy = FilePolicy(
+        max_upload_bytes=settings.max_upload_bytes,
+        input_retention_us=to_us(settings.input_retention.total_seconds()),
+        allow_private_urls=settings.allow_private_urls,
+    )
+    files = FileService(db, open_storage(settings), signer, policy)
     deliverer = Deliverer(
         db,
         schedule=settings.webhook_retry_schedule,
@@ -101,12 +149,4 @@ def build(settings: Settings, registry: Registry | None = None) -> Services:
         deliveries=deliverer,
         events_written=events_written,
         maintenance=maintenance_for(settings, db, files.storage, on_recovered=recovered),
-    )
-
-
-def file_policy(settings: Settings) -> FilePolicy:
-    return FilePolicy(
-        max_upload_bytes=settings.max_upload_bytes,
-        input_retention_us=to_us(settings.input_retention.total_seconds()),
-        allow_private_urls=settings.allow_private_urls,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from taskgate.cli.main import app
+from taskgate.cli.main import full_app
 
 # Nothing listens on port 9 of the loopback: a request would exit 5, not 2.
 ENV = {"TASKGATE_BASE_URL": "http://127.0.0.1:9", "TASKGATE_API_KEY": "", "COLUMNS": "300"}
@@ -48,7 +48,7 @@ def test_bad_usage_exits_2(
     args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, args, env=ENV)
+    result = CliRunner().invoke(full_app(), args, env=ENV)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert message in " ".join(result.stderr.split()), result.stderr
     assert result.stdout == ""
