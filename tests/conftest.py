@@ -113,8 +113,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 #: Process-level test modules whose PostgreSQL runs the default suite keeps: those
 #: where the database's concurrency decides the outcome. The rest of the process
 #: level (the same API over the same store code) runs on PostgreSQL with
-#: ``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``. All of it on both (2,610 tests) took from
-#: 14 to 18 minutes on a 2-core machine: too close to CI's budget of 20.
+#: ``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``. All of it on both (2,610 tests) took
+#: from 14 to 22 minutes on a 2-core machine: beyond CI's budget of 20 on a slow day.
 POSTGRESQL_PROCESS_MODULES = frozenset(
     {
         "test_api_idempotency.py",
