@@ -5,7 +5,7 @@
 doctor) the database, accounts and credits only. The serving machinery (workflows
 and their media libraries, storage, the wake-up channel, the event hub and the
 deliverer) is imported by :func:`build` itself, so an operator's command loads
-none of it and starts in about half the time.
+none of it and starts in about two thirds of the time.
 """
 
 from __future__ import annotations
