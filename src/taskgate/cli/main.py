@@ -369,11 +369,19 @@ def keys_revoke(key: str, data_dir: DataDir = None) -> None:
         services.close()
 
 
-#: The commands that run taskgate or act on its database. A process started for one
-#: of them leaves out the client commands, which load the client SDK: it starts
-#: about a third of a second sooner (``serve`` and ``worker`` too).
+#: The commands defined above, which run taskgate or act on its database (serve,
+#: worker, migrate, doctor, accounts, keys, credits). A process started for one of
+#: them leaves out the client commands, which load the client SDK: it starts about
+#: a third of a second sooner.
 OPERATOR_COMMANDS = frozenset(
-    {"serve", "worker", "migrate", "accounts", "keys", "credits", "doctor"}
+    [
+        *(
+            info.name or typer.main.get_command_name(info.callback.__name__)
+            for info in app.registered_commands
+            if info.callback is not None
+        ),
+        *(info.name for info in app.registered_groups if info.name),
+    ]
 )
 
 
