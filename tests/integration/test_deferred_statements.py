@@ -103,3 +103,51 @@ def test_a_write_transaction_is_read_committed_and_one_transaction(services: Ser
     assert xid is not None  # the insert before it has its transaction id
     services.db.write_sync(lambda conn: None)  # a transaction that sends nothing
     assert _stored(services) == {"a": 1}
+
+
+@pytest.mark.parametrize("first", ["sqlalchemy", "prepared"])
+def test_statements_sent_before_a_failure_are_rolled_back(services: Services, first: str) -> None:
+    """On PostgreSQL the driver is in autocommit mode and a write transaction's
+    ``BEGIN`` goes with its first statement: that statement is in the transaction,
+    whichever way it is sent."""
+
+    class Abandon(Exception):
+        pass
+
+    def abandoned(conn: Connection) -> None:
+        if first == "sqlalchemy":
+            conn.execute(insert(outbox_cursors).values(name="gone", position=1))
+        else:
+            _ADD.execute(conn, name="gone", position=1)
+        assert _READ.scalar(conn, name="gone") == 1  # it was sent
+        raise Abandon
+
+    with pytest.raises(Abandon):
+        services.db.write_sync(abandoned)
+    assert _stored(services) == {}
+
+
+def test_an_unflushed_commit_is_the_one_transactions_only(services: Services) -> None:
+    """``queue.commit_unflushed`` turns off the WAL flush of one transaction's commit
+    (PostgreSQL; a no-op on SQLite), which still commits what it wrote."""
+    from taskgate.store import queue
+
+    def write(conn: Connection) -> str | None:
+        queue.commit_unflushed(conn)
+        _ADD.defer(conn, name="a", position=1)
+        if services.db.is_sqlite:
+            return None
+        return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+
+    def setting(conn: Connection) -> str:
+        return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+
+    inside = services.db.write_sync(write)
+    assert _stored(services) == {"a": 1}
+    if services.db.is_sqlite:
+        return
+    assert inside == "off"
+    # The next transactions, on the pooled connection (the pool keeps reusing it),
+    # flush again.
+    for _ in range(3):
+        assert services.db.write_sync(setting) == "on"

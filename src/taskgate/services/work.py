@@ -67,6 +67,8 @@ class WorkQueue:
 
         def write(conn: Conn) -> tuple[list[Task], list[Task], dict[str, dict[str, str]]]:
             kept.clear()
+            if not progress and not outcomes:
+                queue.commit_unflushed(conn)
             for lease, (percent, stage, message) in progress:
                 queue.record_progress(conn, lease, percent, stage, message, now)
             if outputs:

@@ -136,11 +136,9 @@ class Database:
             # One pool of ``pool_size`` connections for the process: the writer
             # thread and the reader threads, one fewer of them so that the writer
             # finds a connection free.
-            engine = postgres.engine(url, pool_size=pool_size)
             # Reads in autocommit, as on SQLite: one round trip for a one-statement
             # read, instead of BEGIN, the query and COMMIT.
-            self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.write_engine = engine
+            self.read_engine, self.write_engine = postgres.engines(url, pool_size=pool_size)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskgate-writer")
         self._readers: ThreadPoolExecutor | None = (
             None

@@ -10,7 +10,12 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
-from taskgate.store.prepared import commit_deferred, drop_deferred, flush_deferred
+from taskgate.store.prepared import (
+    begin_deferred,
+    commit_deferred,
+    drop_deferred,
+    flush_deferred,
+)
 
 #: A transaction left open this long by a stalled process is ended by the server: an
 #: open transaction holds back the outbox's visibility horizon (see ``events``)
@@ -50,9 +55,16 @@ def normalise_url(url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
-def engine(url: str, *, pool_size: int) -> Engine:
-    """An engine of at most ``pool_size`` connections (no overflow: the pool is the
-    budget a process takes of the server's connections).
+def engines(url: str, *, pool_size: int) -> tuple[Engine, Engine]:
+    """The read engine and the write engine, on one pool of at most ``pool_size``
+    connections (no overflow: the pool is the budget a process takes of the
+    server's connections).
+
+    The driver's connections are in autocommit mode. A read is one statement, one
+    round trip. A write transaction begins with a ``BEGIN`` of ours, deferred
+    (``store.prepared``) so that it goes in one pipeline with the transaction's
+    first statement: psycopg's own ``BEGIN`` would cost a round trip of its own
+    (it waits for the answer, also in a pipeline), on every transaction.
 
     Every wait is bounded, so that a database that is down or unreachable makes a
     caller fail fast (as unavailable) rather than hang: connecting, waiting for a
@@ -78,6 +90,7 @@ def engine(url: str, *, pool_size: int) -> Engine:
         connect_args=connect_args,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
+        isolation_level="AUTOCOMMIT",
     )
 
     # SQLAlchemy's pre-ping would ping before every use: a round trip more for each
@@ -108,9 +121,13 @@ def engine(url: str, *, pool_size: int) -> Engine:
     def _commit(conn: Connection) -> None:
         commit_deferred(conn)
 
-    @event.listens_for(created, "begin")
     @event.listens_for(created, "rollback")
     def _forget(conn: Connection) -> None:
         drop_deferred(conn)
 
-    return created
+    # Each engine's own "begin" (both are option engines of the one pool's).
+    reads = created.execution_options()
+    event.listen(reads, "begin", _forget)
+    writes = created.execution_options()
+    event.listen(writes, "begin", begin_deferred)
+    return reads, writes

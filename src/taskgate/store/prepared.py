@@ -14,8 +14,9 @@ the values they were built with. Expanding ``IN`` lists are not supported.
 Statements whose results nobody reads (an event row, a counter) may be deferred
 (:meth:`Prepared.defer`): on PostgreSQL they are sent with the transaction's next
 statement, or with its ``COMMIT``, in one pipeline, instead of costing a round
-trip each; elsewhere they run at once. A transaction of a worker's step then
-takes a round trip for each statement whose rows it needs, plus the commit.
+trip each; elsewhere they run at once. The transaction's ``BEGIN`` is deferred
+the same way (:func:`begin_deferred`), so a transaction takes a round trip for
+each statement whose rows it needs, plus the commit.
 :func:`flush_deferred` (run before any other statement, by the engine's events)
 and :func:`commit_deferred` keep them in order with everything else.
 """
@@ -36,11 +37,20 @@ _MISSING = object()
 _DEFERRED = "taskgate.deferred"
 
 Deferred = list[tuple[str, list[Any]]]
+_BEGIN: tuple[str, list[Any]] = ("BEGIN", [None])
 
 
 def _take_deferred(conn: Connection) -> Deferred | None:
     deferred: Deferred | None = conn.info.pop(_DEFERRED, None)
     return deferred
+
+
+def begin_deferred(conn: Connection) -> None:
+    """Begin a transaction with its first statement: ``BEGIN`` is the first
+    deferred statement (anything left from an earlier transaction on the same
+    connection is forgotten). For a connection the driver keeps in autocommit
+    mode, where the ``BEGIN`` is ours to send."""
+    conn.info[_DEFERRED] = [_BEGIN]
 
 
 def drop_deferred(conn: Connection) -> None:
@@ -102,9 +112,10 @@ def flush_deferred(conn: Connection) -> None:
 def commit_deferred(conn: Connection) -> None:
     """Send the deferred statements with the ``COMMIT``: one round trip. The driver
     is then outside a transaction, and its own commit that follows has nothing
-    to do."""
+    to do. A transaction that sent nothing, not even its ``BEGIN``, has nothing
+    to commit."""
     deferred = _take_deferred(conn)
-    if deferred:
+    if deferred and deferred != [_BEGIN]:
         with _driver_errors(conn, "COMMIT"), _pipeline(conn, deferred) as driver:
             driver.execute("COMMIT")
 

@@ -12,7 +12,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Connection, bindparam, case, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    bindparam,
+    case,
+    func,
+    select,
+    text,
+    update,
+)
 
 from taskgate.core.models import Task
 from taskgate.core.states import TERMINAL_EVENT, EventType, TaskStatus
@@ -163,6 +173,30 @@ def claim(
                 # lock; another would find the same (a round trip for nothing).
                 break
     return claimed
+
+
+_COMMIT_UNFLUSHED = Prepared(text("SET LOCAL synchronous_commit TO OFF"))
+
+
+def commit_unflushed(conn: Connection) -> None:
+    """Let this transaction's commit return before its WAL record is flushed
+    (PostgreSQL; SQLite's commits do not wait for the disk already). For a step
+    that only claims: the flush is the largest part of its commit, and the claim
+    is on the path from a submit to its handler.
+
+    The commit is visible at once, and durable within the WAL writer's delay
+    (``wal_writer_delay``, 200 ms by default) or as soon as any later durable
+    commit is (the WAL is flushed in order: the outcome of a task flushes its
+    claim). A crash of the database server itself, not of a taskgate process,
+    can lose the claims of its last moments whose tasks had not finished: those
+    tasks are back in the queue as they were and run again (the first run's
+    outcome is refused, its lease being gone), and their ``task.started`` events
+    are gone, so a stream client that saw one sees another with the same seq.
+    Submits, outcomes, credits and cancellations keep durable commits.
+    """
+    if conn.dialect.name == "postgresql":
+        # Sent in one pipeline with the transaction's next statement.
+        _COMMIT_UNFLUSHED.defer(conn)
 
 
 def _start_sqlite(
