@@ -97,8 +97,10 @@ def spawned_children(pid: int) -> list[int]:
 
 
 def serve_worker(serve_pid: int) -> int:
-    """The worker process ``taskgate serve`` runs its slots in."""
-    (worker,) = spawned_children(serve_pid)
+    """The worker process ``taskgate serve`` runs its slots in: forked from serve
+    (on Linux), so with serve's command line."""
+    command = cmdline(serve_pid)
+    (worker,) = [p for p in children(serve_pid) if alive(p) and cmdline(p) == command]
     return worker
 
 
