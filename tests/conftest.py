@@ -111,16 +111,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 #: Process-level test modules whose PostgreSQL runs the default suite keeps: those
-#: where the database's concurrency decides the outcome. The rest of the process
-#: level (the same API over the same store code) runs on PostgreSQL with
-#: ``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``. All of it on both (2,610 tests) took
-#: from 14 to 22 minutes on a 2-core machine: beyond CI's budget of 20 on a slow day.
+#: where the database decides the outcome (its concurrency, its locks, its
+#: outbox, the worker's steps on it). The rest of the process level (the same API
+#: over the same store code) runs on PostgreSQL with
+#: ``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``. All of it on both (2,626 tests) took
+#: 13 min 40 s on a quiet 2-core machine, and up to 22 minutes before serve's
+#: start got cheaper on a slow one: too close to CI's budget of 20.
 POSTGRESQL_PROCESS_MODULES = frozenset(
     {
         "test_api_idempotency.py",
         "test_api_credits.py",
+        "test_api_cancel_delete.py",
+        "test_api_events.py",
         "test_fair_concurrency.py",
+        "test_webhook_delivery.py",
+        "test_worker_cancel.py",
         "test_worker_crash.py",
+        "test_worker_drain.py",
+        "test_worker_retries.py",
     }
 )
 PROCESS_LEVEL_DIRS = ("acceptance", "cli", "client")
