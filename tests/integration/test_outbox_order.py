@@ -9,6 +9,7 @@ check the rowid order.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from taskgate.composition import Services
 from taskgate.core.models import Event, Task
+from taskgate.services.events import EventHub
 from taskgate.store import events
 from taskgate.store.db import Database
 from taskgate.store.tables import events as outbox
@@ -101,6 +103,48 @@ def test_an_event_that_commits_late_is_not_skipped(services: Services) -> None:
     assert db.read_sync(events.head) == positions[-1]
     for_account = db.read_sync(lambda conn: events.for_account(conn, account.id, None))
     assert [p for p, _ in for_account if p > start] == positions
+
+
+def test_a_hub_reads_held_back_events_soon_after_the_older_transaction_ends(
+    services: Services,
+) -> None:
+    """The end of the transaction that held events back wakes nobody: the hub,
+    having found events held back, reads again within moments rather than at its
+    next poll (here far beyond the test's deadline)."""
+    _postgresql_only(services)
+    account = add_account(services, "acme")
+    older, younger = insert_tasks(services, [make_task(account.id) for _ in range(2)])
+    db = services.db
+    hub = EventHub(db, poll_interval=3600)
+
+    async def scenario() -> list[Event]:
+        hub.start()
+        received: list[Event] = []
+        try:
+            async with hub.account_events(account.id, None) as stream:
+                with db.write_engine.connect() as slow, db.write_engine.connect() as fast:
+                    slow_tx = slow.begin()
+                    _change(slow, older.id, T0)  # takes its transaction id first
+                    with fast.begin():
+                        _change(fast, younger.id, T0)  # committed, but held back
+                    hub.notify()
+                    # The hub has read (nothing it may hand out) when the older one ends.
+                    deadline = time.monotonic() + DEADLINE
+                    while hub._held_timer is None:
+                        assert time.monotonic() < deadline, "the hub never saw them held back"
+                        await asyncio.sleep(0.01)
+                    slow_tx.commit()
+                async with asyncio.timeout(DEADLINE):
+                    async for batch in stream:
+                        received.extend(batch)
+                        if len(received) >= 2:
+                            break
+        finally:
+            await hub.stop()
+        return received
+
+    received = asyncio.run(scenario())
+    assert sorted((e.task_id, e.seq) for e in received) == sorted([(older.id, 2), (younger.id, 2)])
 
 
 def test_a_task_s_events_keep_their_order_across_transactions(services: Services) -> None:

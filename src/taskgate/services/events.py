@@ -50,6 +50,18 @@ _WAKE_AT_ONCE = 64
 _COALESCE_SECONDS = 0.01
 # Streams woken in one go of such an account, between outbox reads.
 _WAKE_SLICE = 500
+# The first wait before reading again when committed events are held back by an
+# older transaction (PostgreSQL's horizon); it doubles up to the poll interval.
+_HELD_FIRST_SECONDS = 0.01
+
+
+def _tail(conn: Conn, after: int) -> tuple[list[tuple[int, Event]], bool]:
+    """The events after ``after`` (a batch), and whether more have committed that
+    are held back (see :func:`taskgate.store.events.held_back`)."""
+    found = repo.tail(conn, after, limit=_BATCH)
+    if len(found) == _BATCH:
+        return found, False
+    return found, repo.held_back(conn, found[-1][0] if found else after)
 
 
 @dataclass(eq=False)
@@ -210,6 +222,9 @@ class EventHub:
         self._waves: dict[str, list[tuple[int, Event]]] = {}
         self._wake_timer: asyncio.TimerHandle | None = None
         self._waking: asyncio.Task[None] | None = None
+        # Reading again while events are held back (see _look_again).
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._held_wait = _HELD_FIRST_SECONDS
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -217,9 +232,10 @@ class EventHub:
         self._runner = asyncio.get_running_loop().create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
-        if self._wake_timer is not None:
-            self._wake_timer.cancel()
-            self._wake_timer = None
+        for timer in (self._wake_timer, self._held_timer):
+            if timer is not None:
+                timer.cancel()
+        self._wake_timer = self._held_timer = None
         if self._waking is not None:
             self._waking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -285,13 +301,31 @@ class EventHub:
     async def _read_all(self) -> None:
         while self._position is not None:
             after = self._position
-            found = await self._db.read(partial(repo.tail, after=after, limit=_BATCH))
+            found, held = await self._db.read(partial(_tail, after=after))
             for position, event in found:
                 self._dispatch(position, event)
             if found:
                 self._position = found[-1][0]
             if len(found) < _BATCH:
+                self._look_again(held)
                 return
+
+    def _look_again(self, held: bool) -> None:
+        """With committed events held back by an older transaction (PostgreSQL's
+        horizon), read again soon rather than at the next poll: the transaction's
+        end wakes nobody. The wait doubles while they stay held back."""
+        if not held:
+            self._held_wait = _HELD_FIRST_SECONDS
+            return
+        if self._held_timer is None:
+            self._held_timer = asyncio.get_running_loop().call_later(
+                self._held_wait, self._held_over
+            )
+            self._held_wait = min(self._held_wait * 2, self._poll_interval)
+
+    def _held_over(self) -> None:
+        self._held_timer = None
+        self._wake.set()
 
     def _dispatch(self, position: int, event: Event) -> None:
         item = (position, event)

@@ -35,7 +35,8 @@ before its own has ended (read-only transactions take none), so a long writing
 transaction anywhere on the server (a stalled process, a migration) delays events
 until it ends; taskgate's connections end transactions left idle for a minute
 (``store/postgres.py``). Such an older transaction may end without waking the
-readers, so an event can wait for their next poll. Positions fit in 63 bits while
+readers, so a reader that finds committed events held back (:func:`held_back`)
+looks again soon instead of at its next poll. Positions fit in 63 bits while
 the server's transaction ids stay below 2^43 (2,048 wraparound epochs). In the
 rare case that a task's previous event has the largest ``n`` of its ``x``, the
 next one spills into ``x + 1`` and waits for that transaction id to end.
@@ -159,6 +160,23 @@ def tail(conn: Connection, after: int, limit: int = 1000) -> list[tuple[int, Eve
         position = row.pop("position")
         found.append((int(position), Event(**row)))
     return found
+
+
+_HELD_BACK = Prepared(
+    select(events.c.position)
+    .where(events.c.position > bindparam("after"), events.c.position >= _HORIZON)
+    .limit(1)
+)
+
+
+def held_back(conn: Connection, after: int) -> bool:
+    """Whether an event after position ``after`` has committed but is not handed out
+    yet: held back by the horizon, until every older transaction on the server
+    has ended (PostgreSQL; never on SQLite). Such an ending wakes nobody, so a
+    reader that finds events held back looks again soon."""
+    if conn.dialect.name != "postgresql":
+        return False
+    return _HELD_BACK.first(conn, after=after) is not None
 
 
 def for_account(
