@@ -55,15 +55,6 @@ _WAKE_SLICE = 500
 _HELD_FIRST_SECONDS = 0.01
 
 
-def _tail(conn: Conn, after: int) -> tuple[list[tuple[int, Event]], bool]:
-    """The events after ``after`` (a batch), and whether more have committed that
-    are held back (see :func:`taskgate.store.events.held_back`)."""
-    found = repo.tail(conn, after, limit=_BATCH)
-    if len(found) == _BATCH:
-        return found, False
-    return found, repo.held_back(conn, found[-1][0] if found else after)
-
-
 @dataclass(eq=False)
 class Subscription:
     """Events of one task or one account, in commit order, as the hub reads them.
@@ -301,7 +292,7 @@ class EventHub:
     async def _read_all(self) -> None:
         while self._position is not None:
             after = self._position
-            found, held = await self._db.read(partial(_tail, after=after))
+            found, held = await self._db.read(partial(repo.tail_held, after=after, limit=_BATCH))
             for position, event in found:
                 self._dispatch(position, event)
             if found:

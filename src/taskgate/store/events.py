@@ -35,7 +35,7 @@ before its own has ended (read-only transactions take none), so a long writing
 transaction anywhere on the server (a stalled process, a migration) delays events
 until it ends; taskgate's connections end transactions left idle for a minute
 (``store/postgres.py``). Such an older transaction may end without waking the
-readers, so a reader that finds committed events held back (:func:`held_back`)
+readers, so a reader that finds committed events held back (:func:`tail_held`)
 looks again soon instead of at its next poll. Positions fit in 63 bits while
 the server's transaction ids stay below 2^43 (2,048 wraparound epochs). In the
 rare case that a task's previous event has the largest ``n`` of its ``x``, the
@@ -57,6 +57,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
 )
 
 from taskgate.core.ids import new_id
@@ -124,12 +125,13 @@ class _Outbox:
         self.position = position
         self.visible: list[ColumnElement[bool]] = [] if horizon is None else [horizon]
         labelled = position.label("position")
-        self.tail = Prepared(
+        self.following = (
             select(labelled, *_EVENT)
             .where(position > bindparam("after"), *self.visible)
             .order_by(position)
             .limit(bindparam("limit"))
         )
+        self.tail = Prepared(self.following)
         self.head = Prepared(
             select(func.coalesce(func.max(position), 0)).select_from(events).where(*self.visible)
         )
@@ -162,21 +164,40 @@ def tail(conn: Connection, after: int, limit: int = 1000) -> list[tuple[int, Eve
     return found
 
 
-_HELD_BACK = Prepared(
+_HELD = (
     select(events.c.position)
     .where(events.c.position > bindparam("after"), events.c.position >= _HORIZON)
-    .limit(1)
+    .exists()
+    .label("held")
+)
+_VISIBLE = _OUTBOX["postgresql"].following.lateral("visible")
+# The visible events after ``after`` and, in the same statement (so with the same
+# horizon), whether others have committed that the horizon holds back: a row with
+# only ``held`` when there are no visible ones.
+_TAIL_HELD = Prepared(
+    select(_HELD, *_VISIBLE.c)
+    .select_from(select(literal_column("1")).subquery("one").outerjoin(_VISIBLE, true()))
+    .order_by(_VISIBLE.c.position)
 )
 
 
-def held_back(conn: Connection, after: int) -> bool:
-    """Whether an event after position ``after`` has committed but is not handed out
-    yet: held back by the horizon, until every older transaction on the server
-    has ended (PostgreSQL; never on SQLite). Such an ending wakes nobody, so a
-    reader that finds events held back looks again soon."""
+def tail_held(
+    conn: Connection, after: int, limit: int = 1000
+) -> tuple[list[tuple[int, Event]], bool]:
+    """:func:`tail`, and whether an event after ``after`` has committed but is not
+    handed out yet: held back by the horizon until every older transaction on the
+    server has ended (PostgreSQL; never on SQLite). Such an ending wakes nobody, so
+    a reader that finds events held back looks again soon."""
     if conn.dialect.name != "postgresql":
-        return False
-    return _HELD_BACK.first(conn, after=after) is not None
+        return tail(conn, after, limit), False
+    found = []
+    held = False
+    for row in _TAIL_HELD.all(conn, after=after, limit=limit):
+        held = bool(row.pop("held"))
+        position = row.pop("position")
+        if position is not None:
+            found.append((int(position), Event(**row)))
+    return found, held
 
 
 def for_account(
