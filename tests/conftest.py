@@ -5,12 +5,10 @@ HTTP.
 Every test that reaches the database through these fixtures (``backend``,
 ``database_url``, ``settings``, ``services``, ``data_dir``, ``server``, and the
 server fixtures of the test directories, which take ``backend``) is parametrised
-over SQLite and PostgreSQL, where it gets a fresh database of its own. The store
-level runs on both; of the process level, the default run keeps the PostgreSQL side
-of ``POSTGRESQL_PROCESS_MODULES`` (``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``: all of it).
-A test that can only mean something on one of them says so with
-``@pytest.mark.sqlite_only`` or ``@pytest.mark.postgresql_only`` and the reason in
-its docstring.
+over SQLite and PostgreSQL, where it gets a fresh database of its own: the whole
+suite, the store level and the process level, runs on both. A test that can only
+mean something on one of them says so with ``@pytest.mark.sqlite_only`` or
+``@pytest.mark.postgresql_only`` and the reason in its docstring.
 """
 
 from __future__ import annotations
@@ -101,15 +99,11 @@ def pytest_collection_modifyitems(
 def _select_and_group(config: pytest.Config, items: list[pytest.Item]) -> None:
     kept: list[pytest.Item] = []
     left_out: list[pytest.Item] = []
-    every_process_test = os.environ.get("TASKGATE_TEST_ALL_ON_POSTGRESQL", "") == "1"
     for item in items:
         callspec = getattr(item, "callspec", None)
         dialect = str(callspec.params.get("backend")) if callspec is not None else ""
         other = {"sqlite": "postgresql_only", "postgresql": "sqlite_only"}.get(dialect)
         if other is not None and item.get_closest_marker(other) is not None:
-            left_out.append(item)
-            continue
-        if dialect == "postgresql" and not every_process_test and _sqlite_in_ci(item):
             left_out.append(item)
             continue
         kept.append(item)
@@ -145,38 +139,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     lost = item.stash.get(_GROUP_LOST, None)
     if lost is not None:
         pytest.fail(lost, pytrace=False)
-
-
-#: Process-level test modules whose PostgreSQL runs the default suite keeps: those
-#: where the database decides the outcome (its concurrency, its locks, its
-#: outbox, the worker's steps on it). The rest of the process level (the same API
-#: over the same store code) runs on PostgreSQL with
-#: ``TASKGATE_TEST_ALL_ON_POSTGRESQL=1``. All of it on both (2,626 tests) took
-#: 13 min 40 s on a quiet 2-core machine, and up to 22 minutes before serve's
-#: start got cheaper on a slow one: too close to CI's budget of 20.
-POSTGRESQL_PROCESS_MODULES = frozenset(
-    {
-        "test_api_idempotency.py",
-        "test_api_credits.py",
-        "test_api_cancel_delete.py",
-        "test_api_events.py",
-        "test_fair_concurrency.py",
-        "test_webhook_delivery.py",
-        "test_worker_cancel.py",
-        "test_worker_crash.py",
-        "test_worker_drain.py",
-        "test_worker_retries.py",
-    }
-)
-PROCESS_LEVEL_DIRS = ("acceptance", "cli", "client")
-
-
-def _sqlite_in_ci(item: pytest.Item) -> bool:
-    """Whether a process-level test runs on SQLite only in the default suite."""
-    parts = Path(str(item.fspath)).parts
-    if not any(part in PROCESS_LEVEL_DIRS for part in parts[-3:-1]):
-        return False
-    return parts[-1] not in POSTGRESQL_PROCESS_MODULES
 
 
 def _shared_fixture(item: pytest.Item) -> str | None:
