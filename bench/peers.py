@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated systems to run")
     tg = parser.add_argument_group("taskgate")
     tg.add_argument(
-        "--taskgate-slots", type=int, default=8, help="worker slots per taskgate worker process"
+        "--taskgate-slots", type=int, default=16, help="worker slots per taskgate worker process"
     )
     cel = parser.add_argument_group("Celery")
     cel.add_argument(
