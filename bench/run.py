@@ -481,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = bench.phase("ceiling", lambda: bench.ceiling("uvloop"))
         rate = ceiling["ceiling"]["rate"] if ceiling else 0.0
         valid = rate >= args.min_ceiling
-        if not valid:
+        if ceiling is None:
+            say("\n*** INVALID RUN: the ceiling could not be measured (above). ***")
+        elif not valid:
             say(
                 f"\n*** INVALID RUN: the ceiling is {rate:,.0f} req/s, under "
                 f"{args.min_ceiling:,.0f}: the machine was too busy to benchmark. ***"
