@@ -3,7 +3,10 @@ no account ever has more tasks running than its limit, no task is claimed twice,
 and accounts take turns.
 
 Each claimer holds what it claimed until after its next claim, so holdings
-overlap without any sleep. Two witnesses of the limit: the interval each task
+overlap without any sleep, and every claimer's first batch is held at one moment
+(the claimers meet at a barrier after their first claim): otherwise one claimer
+could drain the queue alone while the others wait for SQLite's write lock, and
+no account would ever run two tasks at once. Two witnesses of the limit: the interval each task
 was held for, recorded after its claim committed and before its finish began (so
 it lies inside the time the database had it running: recorded overlaps are real
 ones), and a sampler that counts running tasks per account in one statement
@@ -62,11 +65,13 @@ class Run:
         self.claimed_ids: Counter[str] = Counter()
         self.errors: list[BaseException] = []
         self.stop = threading.Event()
+        self.first_claims = threading.Barrier(CLAIMERS, timeout=DEADLINE)
 
 
 def _claimer(url: str, name: str, run: Run, clock: Callable[[], int]) -> None:
     db = Database(url, pool_size=2)
     holding: list[tuple[Task, float]] = []
+    first = True
     try:
         while not run.stop.is_set():
             claimed = db.write_sync(
@@ -83,6 +88,9 @@ def _claimer(url: str, name: str, run: Run, clock: Callable[[], int]) -> None:
             with run.lock:
                 run.claim_order.extend(t.account_id for t in claimed)
                 run.claimed_ids.update(t.id for t in claimed)
+            if first:
+                first = False
+                run.first_claims.wait()
             ended = time.monotonic()
             outcomes = [Finish(lease_of(task), TaskStatus.COMPLETED) for task, _ in holding]
             if outcomes:
@@ -99,6 +107,7 @@ def _claimer(url: str, name: str, run: Run, clock: Callable[[], int]) -> None:
     except BaseException as exc:
         run.errors.append(exc)
         run.stop.set()
+        run.first_claims.abort()
     finally:
         db.close()
 
