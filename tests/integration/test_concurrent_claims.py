@@ -5,12 +5,13 @@ and accounts take turns.
 Each claimer holds what it claimed until after its next claim, so holdings
 overlap without any sleep, and every claimer's first batch is held at one moment
 (the claimers meet at a barrier after their first claim): otherwise one claimer
-could drain the queue alone while the others wait for SQLite's write lock, and
-no account would ever run two tasks at once. Two witnesses of the limit: the interval each task
-was held for, recorded after its claim committed and before its finish began (so
-it lies inside the time the database had it running: recorded overlaps are real
-ones), and a sampler that counts running tasks per account in one statement
-while the claimers run.
+could drain the queue alone while the others wait for SQLite's write lock, and no
+account would ever run two tasks at once.
+
+Two witnesses of the limit: the interval each task was held for, recorded after
+its claim committed and before its finish began (so it lies inside the time the
+database had it running: recorded overlaps are real ones), and a sampler that
+counts running tasks per account in one statement while the claimers run.
 """
 
 from __future__ import annotations
